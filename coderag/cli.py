@@ -16,6 +16,8 @@ from coderag.errors import CodeRAGError
 
 # Modules that expose ``register(subparsers)``; each adds its own subcommands.
 _AREAS = (
+    "coderag.cli_corpus",
+    "coderag.cli_index",
     "coderag.cli_core",
     "coderag.cli_training",
     "coderag.cli_pipeline",
