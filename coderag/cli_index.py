@@ -1,0 +1,120 @@
+"""``coderag index build`` (corpus -> embeddings -> FAISS index) and ``coderag retrieve`` (question -> schemas)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from coderag.errors import ConfigError
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return number
+
+
+def _cmd_index_build(args: argparse.Namespace) -> int:
+    from coderag.corpus import dedupe_schemas, load_corpus
+    from coderag.encoder import DEFAULT_ENCODER, load_encoder
+    from coderag.index import SchemaIndex
+
+    records = load_corpus(args.corpus, limit=args.limit)
+    schema_corpus = dedupe_schemas(records)
+    if not schema_corpus.snippets:
+        raise ConfigError(f"corpus {args.corpus!r} yields no schema snippets: check its sql_context column")
+    encoder_model = load_encoder(args.encoder or DEFAULT_ENCODER)
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    started = time.perf_counter()
+    index = SchemaIndex.build(
+        encoder_model,
+        schema_corpus.snippets,
+        domains=schema_corpus.snippet_domains,
+        batch_size=args.batch_size,
+        show_progress=progress,
+    )
+    seconds = time.perf_counter() - started
+    out = index.save(args.out)
+    print(
+        f"indexed {index.count} schema snippets from {len(records)} records "
+        f"({schema_corpus.duplicates_dropped} duplicates dropped), dim {index.dim}, "
+        f"encoder {index.encoder_name}"
+    )
+    print(f"built in {seconds:.1f}s ({index.count / max(seconds, 1e-9):.1f} snippets/s); wrote {out}")
+    return 0
+
+
+def _cmd_retrieve(args: argparse.Namespace) -> int:
+    from coderag.encoder import load_encoder
+    from coderag.index import SchemaIndex
+    from coderag.retrieval import retrieve_schemas, validate_question
+
+    # Validate cheap inputs before loading the index and the encoder (seconds).
+    questions = [validate_question(q) for q in args.question]
+    if args.k < 1:
+        raise ConfigError(f"-k must be a positive integer, got {args.k}")
+    index = SchemaIndex.load(args.index)
+    encoder_model = load_encoder(args.encoder or index.encoder_name)
+    results = retrieve_schemas(index, encoder_model, questions, k=args.k, min_score=args.min_score)
+    if args.json:
+        payload = [{"question": q, "schemas": [hit.to_dict() for hit in hits]} for q, hits in zip(questions, results)]
+        print(json.dumps(payload if len(payload) > 1 else payload[0], indent=2, ensure_ascii=False))
+        return 0
+    for question, hits in zip(questions, results):
+        print(f"Q: {question}")
+        if not hits:
+            print("  (no schema scored above the floor)")
+        for hit in hits:
+            print(f"  [{hit.rank}] score={hit.score:.3f} domain={hit.domain} id={hit.snippet_id}")
+            print("      " + hit.text.replace("\n", "\n      "))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``index build`` and ``retrieve`` to the ``coderag`` parser."""
+    index = sub.add_parser(
+        "index",
+        help="build a FAISS index of schema snippets",
+        description="Manage schema indexes: a FAISS IndexFlatIP over L2-normalized embeddings plus a JSON "
+                    "corpus map and a manifest (encoder, dim, count, checksums).",
+    )
+    index_sub = index.add_subparsers(dest="index_command", metavar="ACTION", required=True)
+    build = index_sub.add_parser(
+        "build",
+        help="embed a corpus's deduplicated schemas and save the index",
+        description="Load a corpus, deduplicate its CREATE TABLE schema snippets, embed them with the "
+                    "encoder and write sql_rag_faiss_index.bin, corpus_map.json and manifest.json to "
+                    "--out atomically.",
+    )
+    build.add_argument("--corpus", default="builtin",
+                       help="builtin (default, generated offline), a .parquet/.json/.jsonl path, or a hub dataset name")
+    build.add_argument("--limit", type=_positive_int, help="use only the first N records")
+    build.add_argument("--encoder", metavar="NAME_OR_PATH",
+                       help="sentence-transformers directory, hub name or builtin:all-MiniLM-L6-v2 (default)")
+    build.add_argument("--out", required=True, metavar="DIR", help="index directory to write (replaced atomically)")
+    build.add_argument("--batch-size", type=_positive_int, default=64, help="texts per encoder batch (default 64)")
+    build.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                       help="show a progress bar (default: when stderr is a terminal)")
+    build.set_defaults(func=_cmd_index_build)
+
+    retrieve = sub.add_parser(
+        "retrieve",
+        help="top-k schema snippets for a question",
+        description="Embed the question with the index's encoder and print the k most similar schema "
+                    "snippets with cosine scores.",
+    )
+    retrieve.add_argument("--index", required=True, metavar="DIR", help="index directory from `coderag index build`")
+    retrieve.add_argument("--question", required=True, action="append",
+                          help="question in natural language (repeat for several)")
+    retrieve.add_argument("-k", type=int, default=5, help="number of schemas to return (default 5)")
+    retrieve.add_argument("--min-score", type=float, help="drop schemas whose cosine score is below this (-1..1)")
+    retrieve.add_argument("--encoder", metavar="NAME_OR_PATH",
+                          help="encoder for the question (default: the one recorded in the index manifest)")
+    retrieve.add_argument("--json", action="store_true", help="print results as JSON")
+    retrieve.set_defaults(func=_cmd_retrieve)

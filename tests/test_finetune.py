@@ -1,0 +1,76 @@
+"""Fine-tuning: split by domain, a tiny end-to-end run with the real encoder, the CLI's errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from datasets import Dataset
+from sentence_transformers import SentenceTransformer
+
+from coderag.cli import main as cli_main
+from coderag.errors import ConfigError, CorpusError
+from coderag.finetune import finetune_encoder, train_encoder
+from coderag.synthesis import synthesize_pairs
+from coderag.training_eval import build_retrieval_evaluator, evaluate_retrieval, split_by_domain
+
+
+def test_split_by_domain_holds_out_whole_domains(training_records):
+    train, held_out = split_by_domain(training_records, eval_fraction=0.34, seed=1)
+    assert {r["domain"] for r in train}.isdisjoint({r["domain"] for r in held_out})
+    assert len(train) + len(held_out) == len(training_records) and len({r["domain"] for r in held_out}) == 3
+    assert split_by_domain(training_records, 0.34, seed=1) == (train, held_out)
+    with pytest.raises(ConfigError):
+        split_by_domain(training_records, eval_fraction=1.0)
+    with pytest.raises(CorpusError, match="2 domains"):
+        split_by_domain([dict(r, domain="one") for r in training_records])
+
+
+def test_evaluator_corpus_holds_every_unique_snippet(training_records, encoder_model):
+    train, held_out = split_by_domain(training_records, 0.34, seed=0)
+    evaluator, info = build_retrieval_evaluator(held_out, train)
+    assert info == {"queries": len(held_out), "corpus": 6}
+    metrics = evaluate_retrieval(evaluator, encoder_model)
+    assert set(metrics) == {"recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10"}
+    assert 0.0 <= metrics["recall@1"] <= metrics["recall@5"] <= metrics["recall@10"] == 1.0
+
+
+def test_tiny_finetune_lowers_loss_and_saves_a_reloadable_model(training_records, tmp_path):
+    train, held_out = split_by_domain(training_records, 0.34, seed=0)
+    synthesize_pairs(train, tmp_path / "pairs", categories=("text2code", "hybrid"), show_progress=False)
+    pairs = Dataset.load_from_disk(str(tmp_path / "pairs"))
+    out = tmp_path / "model"
+    report = finetune_encoder(pairs, held_out, out, corpus_records=train, batch_size=8, max_steps=5, lr=1e-4,
+                              max_seq_length=64, show_progress=False)
+    assert report["loss_after"] < report["loss_before"]
+    assert report["training"]["steps"] == 5 and report["train_size"] == len(pairs)
+    assert set(report["before"]) == set(report["after"]) == {"recall@1", "recall@5", "recall@10", "mrr@10",
+                                                             "ndcg@10"}
+    card = (out / "README.md").read_text()
+    assert "Held-out retrieval" in card and str(len(pairs)) in card and "MultipleNegativesRankingLoss" in card
+    assert json.loads((out / "training_report.json").read_text())["after"] == report["after"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".model")]
+    reloaded = SentenceTransformer(str(out), device="cpu")
+    vectors = reloaded.encode(["How many orders per city?"], normalize_embeddings=True)
+    assert vectors.shape == (1, 384) and np.isclose(np.linalg.norm(vectors[0]), 1.0, atol=1e-4)
+
+
+def test_cached_loss_trains_with_hard_negative_columns(training_records, tmp_path):
+    from coderag.encoder import load_encoder
+
+    rows = {"anchor": [r["sql_prompt"] for r in training_records[:8]],
+            "positive": [r["sql"] for r in training_records[:8]],
+            "negative_1": [r["sql"] for r in training_records[8:16]]}
+    model = load_encoder(None, device="cpu")
+    model.max_seq_length = 32
+    stats = train_encoder(model, Dataset.from_dict(rows), batch_size=4, max_steps=2, cached=True,
+                          mini_batch_size=2, show_progress=False)
+    assert stats["steps"] == 2 and stats["samples_per_s"] > 0 and np.isfinite(stats["train_loss"])
+
+
+def test_cli_finetune_reports_a_missing_pairs_dataset(tmp_path, capsys):
+    code = cli_main(["finetune", "--pairs", str(tmp_path / "absent"), "--output", str(tmp_path / "m")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("coderag: error:") and "coderag synth" in err and "\n" not in err
+    assert not (tmp_path / "m").exists()
