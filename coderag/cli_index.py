@@ -22,14 +22,17 @@ def _positive_int(value: str) -> int:
 
 def _cmd_index_build(args: argparse.Namespace) -> int:
     from coderag.corpus import dedupe_schemas, load_corpus
-    from coderag.encoder import DEFAULT_ENCODER, load_encoder
+    from coderag.encoder import DEFAULT_ENCODER, load_encoder, resolve_encoder_path
     from coderag.index import SchemaIndex
 
+    # A wrong encoder path should fail before the corpus is loaded, not after.
+    encoder = args.encoder or DEFAULT_ENCODER
+    resolve_encoder_path(encoder)
     records = load_corpus(args.corpus, limit=args.limit)
     schema_corpus = dedupe_schemas(records)
     if not schema_corpus.snippets:
         raise ConfigError(f"corpus {args.corpus!r} yields no schema snippets: check its sql_context column")
-    encoder_model = load_encoder(args.encoder or DEFAULT_ENCODER)
+    encoder_model = load_encoder(encoder)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     started = time.perf_counter()
     index = SchemaIndex.build(

@@ -42,6 +42,20 @@ def _train_side(s: TrainingSettings) -> tuple[list[dict], list[dict], list[dict]
     return records, train, held_out
 
 
+def select_training_pairs(pairs, s: TrainingSettings, source: str):
+    """The pairs of the configured tasks, subsampled (seeded) to ``max_train_pairs``."""
+    tasks = s.task_list()
+    if tasks is not None and "task" in pairs.column_names:
+        wanted = set(tasks)
+        pairs = pairs.filter(lambda row: row["task"] in wanted)
+        if len(pairs) < 2:
+            raise ConfigError(f"the pairs dataset {source} holds no pairs of task(s) {', '.join(tasks)}: "
+                              "pass --tasks all or other task names.")
+    if s.max_train_pairs and len(pairs) > s.max_train_pairs:
+        pairs = pairs.shuffle(seed=s.seed).select(range(s.max_train_pairs))
+    return pairs
+
+
 def _cmd_synth(args: argparse.Namespace) -> int:
     from coderag.synthesis import synthesize_pairs
 
@@ -72,7 +86,7 @@ def _cmd_negatives(args: argparse.Namespace) -> int:
     from coderag.training_io import load_pairs, save_dataset
 
     s = _settings(args, "negatives")
-    pairs = load_pairs(args.pairs)
+    pairs = select_training_pairs(load_pairs(args.pairs), s, str(args.pairs))
     corpus_texts = None
     if s.negatives_corpus == "schemas":
         from coderag.corpus import dedupe_schemas
@@ -102,14 +116,13 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     from coderag.training_io import load_pairs
 
     s = _settings(args, "finetune")
-    pairs = load_pairs(args.pairs)
-    if s.max_train_pairs is not None and len(pairs) > s.max_train_pairs:
-        pairs = pairs.shuffle(seed=s.seed).select(range(s.max_train_pairs))
-    records, train, held_out = _train_side(s)
+    pairs = select_training_pairs(load_pairs(args.pairs), s, str(args.pairs))
+    _, train, held_out = _train_side(s)
     report = finetune_encoder(
         pairs, held_out, s.output, corpus_records=train, base_model=s.encoder, epochs=s.epochs,
         batch_size=s.batch_size, lr=s.lr, scale=s.scale, cached=s.cached, mini_batch_size=s.mini_batch_size,
-        max_steps=s.max_steps, max_seq_length=s.max_seq_length, max_eval_queries=s.max_eval_queries,
+        max_steps=s.max_steps, max_seq_length=s.max_seq_length,
+        train_max_seq_length=s.train_max_seq_length, max_eval_queries=s.max_eval_queries,
         seed=s.seed, device=s.device,
     )
     print(f"held-out: {report['eval_queries']} questions from {len(report['held_out_domains'])} unseen domains, "
@@ -127,6 +140,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-fraction", dest="eval_fraction", type=float,
                    help="share of domains held out of training for evaluation (default 0.2)")
     p.add_argument("--seed", type=int, help="seed for the split, synthesis and training (default 0)")
+
+
+def _pair_selection(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tasks", help="pair tasks to use, comma-separated, or 'all' "
+                   "(default: question->schema,paraphrase->schema,hybrid_question->schema)")
+    p.add_argument("--max-train-pairs", dest="max_train_pairs", type=int,
+                   help="seeded subsample of the pairs (default 384: minutes on 2 CPU cores; 0: all)")
 
 
 def register(subparsers) -> None:
@@ -165,6 +185,7 @@ def register(subparsers) -> None:
     p.add_argument("--perc-pos", dest="perc_pos", type=float, help="keep below this x positive score (0.95)")
     p.add_argument("--negatives-corpus", dest="negatives_corpus", choices=["positives", "schemas"],
                    help="mine from the pairs' unique positives (default) or the corpus schema snippets")
+    _pair_selection(p)
     p.set_defaults(func=_cmd_negatives)
 
     p = subparsers.add_parser(
@@ -184,7 +205,9 @@ def register(subparsers) -> None:
     p.add_argument("--mini-batch-size", dest="mini_batch_size", type=int)
     p.add_argument("--max-steps", dest="max_steps", type=int)
     p.add_argument("--max-seq-length", dest="max_seq_length", type=int)
-    p.add_argument("--max-train-pairs", dest="max_train_pairs", type=int, help="subsample pairs (default 2000)")
+    p.add_argument("--train-max-seq-length", dest="train_max_seq_length", type=int,
+                   help="truncate training inputs to this many tokens (default 128)")
+    _pair_selection(p)
     p.add_argument("--max-eval-queries", dest="max_eval_queries", type=int)
     p.add_argument("--device", help="cpu | cuda (default: cuda when present)")
     p.add_argument("--report", type=Path, help="also write the report JSON here")

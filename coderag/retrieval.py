@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -47,15 +48,15 @@ def validate_question(question: Any, max_chars: int = MAX_QUESTION_CHARS) -> str
 
 
 def _check_k(k: Any) -> int:
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
         raise ConfigError(f"k must be a positive integer (number of schemas to retrieve), got {k!r}")
-    return k
+    return int(k)
 
 
 def _check_min_score(min_score: Any) -> float | None:
     if min_score is None:
         return None
-    if isinstance(min_score, bool) or not isinstance(min_score, (int, float)) or not math.isfinite(min_score):
+    if isinstance(min_score, bool) or not isinstance(min_score, numbers.Real) or not math.isfinite(min_score):
         raise ConfigError(f"min score must be a number between -1 and 1, got {min_score!r}")
     if not -1.0 <= min_score <= 1.0:
         raise ConfigError(f"min score {min_score} is outside the cosine range [-1, 1]: pick a value such as 0.3")

@@ -42,16 +42,27 @@ class TrainingSettings(CodeRAGSettings):
     # fine-tuning
     epochs: float = Field(1.0, gt=0)
     batch_size: int = Field(32, ge=2)
-    lr: float = Field(2e-5, gt=0)
+    lr: float = Field(5e-5, gt=0)
     scale: float = Field(20.0, gt=0)
     cached: bool = False
     mini_batch_size: int = Field(32, ge=1)
     max_steps: int | None = Field(None, ge=1)
-    max_seq_length: int = Field(256, ge=8, le=512)
-    max_train_pairs: int | None = Field(2000, ge=2)
+    max_seq_length: int = Field(256, ge=8, le=512, description="saved model / evaluation input length")
+    train_max_seq_length: int = Field(128, ge=8, le=512, description="training truncation")
+    tasks: str = Field(
+        "question->schema,paraphrase->schema,hybrid_question->schema",
+        description="comma-separated pair tasks to train on, or 'all' (default: the schema-retrieval tasks)",
+    )
+    max_train_pairs: int = Field(384, ge=0, description="seeded subsample for a CPU-sized run; 0 = all pairs")
     max_eval_queries: int | None = Field(None, ge=1)
     device: str | None = None
     output: Path | None = None
+
+    def task_list(self) -> tuple[str, ...] | None:
+        """The pair tasks to train on; None means every task in the dataset."""
+        if self.tasks.strip().lower() == "all":
+            return None
+        return tuple(t.strip() for t in self.tasks.split(",") if t.strip())
 
     def category_list(self) -> tuple[str, ...]:
         return tuple(c.strip() for c in self.categories.split(",") if c.strip())

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from coderag.answer import answer_question
+from coderag.atomic_files import write_json_atomic
 from coderag.corpus import dedupe_schemas, load_corpus
 from coderag.encoder import load_encoder
 from coderag.evaluation import evaluate_text_to_sql, retrieval_metrics
@@ -65,19 +65,6 @@ def evaluate_retrieval(index: SchemaIndex, encoder_model, records: list[dict], r
     return retrieval_metrics(ranked, record_to_snippet, ks=ks)
 
 
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write JSON to ``path`` through a temp file in the same directory, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(payload, fh, indent=2, sort_keys=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def run_main_job(*, corpus_source: str, n_records: int | None, encoder: str | None, out_dir: Path,
                  k: int, n_eval: int, question: str, generator, seed: int = 0,
                  batch_size: int = 64, max_new_tokens: int = 128) -> MainJobReport:
@@ -120,16 +107,14 @@ def run_main_job(*, corpus_source: str, n_records: int | None, encoder: str | No
                                     max_tokens=max_new_tokens, desc="EX/EM no retrieval")
     timings["baseline_eval"] = time.perf_counter() - t0
 
-    from coderag.answer import answer_question  # local import: keeps module import light
-
     sample = answer_question(question, index=index, encoder_model=encoder_model, generator=generator, k=k,
                              max_tokens=max_new_tokens).to_dict()
     report = MainJobReport(
         corpus=corpus_info,
         index={"dir": str(index_dir), "count": index.count, "dim": index.dim},
         retrieval=retrieval,
-        generation=with_retrieval["aggregate"] if "aggregate" in with_retrieval else with_retrieval,
-        baseline=baseline["aggregate"] if "aggregate" in baseline else baseline,
+        generation=with_retrieval.get("aggregate", with_retrieval),
+        baseline=baseline.get("aggregate", baseline),
         sample=sample,
         timings_s={k_: round(v, 2) for k_, v in timings.items()},
     )

@@ -1,0 +1,111 @@
+"""Schema snippets: the CREATE part of a ``sql_context``, its normal form, and deduplication.
+
+What gets embedded and indexed is the schema (CREATE TABLE / CREATE VIEW statements) of each record;
+INSERTed rows are left out because they bloat embeddings without saying what a table is. Records that
+share a schema (several questions per schema, as in gretel) map to one snippet.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# One lexical unit of SQL for statement splitting: quoted strings/identifiers and comments are kept whole
+# so a ';' inside them does not end a statement.
+_SQL_UNIT = re.compile(
+    r"""'(?:[^']|'')*'?|"(?:[^"]|"")*"?|`[^`]*`?|\[[^\]]*\]?|--[^\n]*|/\*.*?(?:\*/|\Z)|;|[^;'"`\[/-]+|.""",
+    re.DOTALL,
+)
+_SCHEMA_STATEMENT = re.compile(
+    r"^\s*CREATE\s+(?:OR\s+REPLACE\s+)?(?:(?:GLOBAL\s+|LOCAL\s+)?(?:TEMP|TEMPORARY)\s+)?"
+    r"(?:VIRTUAL\s+)?(?:TABLE|VIEW)\b",
+    re.IGNORECASE,
+)
+_QUOTED = re.compile(r"""('(?:[^']|'')*'|"(?:[^"]|"")*")""")
+
+
+def split_statements(sql: str) -> list[str]:
+    """Split SQL text on statement-ending semicolons outside strings, identifiers and comments."""
+    statements, current = [], []
+    for unit in _SQL_UNIT.findall(sql):
+        if unit == ";":
+            text = "".join(current).strip()
+            if text:
+                statements.append(text)
+            current = []
+        else:
+            current.append(unit)
+    tail = "".join(current).strip()
+    if tail:
+        statements.append(tail)
+    return statements
+
+
+def _without_leading_comments(statement: str) -> str:
+    return re.sub(r"^(?:\s*(?:--[^\n]*|/\*.*?\*/))*\s*", "", statement, flags=re.DOTALL)
+
+
+def schema_only(sql_context: str) -> str:
+    """The CREATE TABLE / CREATE VIEW statements of ``sql_context``, each ending in ';', one per line.
+
+    A context without any such statement is returned stripped, so no record ends up without a snippet.
+    """
+    creates = [_without_leading_comments(s) for s in split_statements(sql_context)]
+    creates = [s for s in creates if _SCHEMA_STATEMENT.match(s)]
+    if not creates:
+        return sql_context.strip()
+    return "\n".join(f"{s};" for s in creates)
+
+
+def normalize_schema(text: str) -> str:
+    """A canonical form for comparing schemas: case and whitespace folded outside quoted strings.
+
+    Keywords and identifiers are lowercased, runs of whitespace become one space, spaces around
+    punctuation ``( ) , ;`` are dropped and trailing semicolons are stripped. Quoted literals are kept.
+    """
+    parts = _QUOTED.split(text)
+    out = []
+    for i, part in enumerate(parts):
+        if i % 2:
+            out.append(part)
+            continue
+        part = re.sub(r"\s+", " ", part.lower())
+        out.append(re.sub(r"\s*([(),;])\s*", r"\1", part))
+    return "".join(out).strip().rstrip(";").strip()
+
+
+@dataclass
+class SchemaCorpus:
+    """Unique schema snippets and, for every input record, the index of its snippet."""
+
+    snippets: list[str]
+    snippet_domains: list[str]
+    record_to_snippet: list[int]
+    duplicates_dropped: int
+
+
+def dedupe_schemas(records: list[dict]) -> SchemaCorpus:
+    """Deduplicate the records' schema snippets (``schema_only`` of ``sql_context``) by normalized text.
+
+    The first record carrying a schema decides its snippet text and domain; ``duplicates_dropped`` is
+    ``len(records) - len(snippets)``.
+    """
+    snippets: list[str] = []
+    domains: list[str] = []
+    record_to_snippet: list[int] = []
+    by_key: dict[str, int] = {}
+    by_context: dict[str, int] = {}  # records that share a context skip re-splitting it
+    for record in records:
+        context = record["sql_context"]
+        idx = by_context.get(context)
+        if idx is None:
+            snippet = schema_only(context)
+            key = normalize_schema(snippet)
+            idx = by_key.get(key)
+            if idx is None:
+                idx = by_key[key] = len(snippets)
+                snippets.append(snippet)
+                domains.append(str(record.get("domain", "")))
+            by_context[context] = idx
+        record_to_snippet.append(idx)
+    return SchemaCorpus(snippets, domains, record_to_snippet, len(records) - len(snippets))

@@ -1,0 +1,138 @@
+"""Spider (Yu et al., 2018) in its own release layout, read into gretel-format records.
+
+``root`` holds ``tables.json`` (schemas of every database), ``dev.json`` (and, in a full release,
+``train_spider.json``) and ``database/<db_id>/<db_id>.sqlite``. Each question becomes a gretel record
+whose ``domain`` is its ``db_id`` and whose ``sql_context`` is its database's CREATE TABLE statements
+rendered from ``tables.json`` (types, primary and foreign keys). The rows live in the SQLite files, so
+execution accuracy on Spider runs gold and predicted SQL on ``db_paths[db_id]``, not on the context.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from coderag.errors import CorpusError
+
+SPLIT_FILES = {"dev": ("dev.json",), "train": ("train_spider.json", "train_others.json")}
+_TYPES = {"text": "TEXT", "number": "NUMERIC", "time": "DATETIME", "boolean": "BOOLEAN", "others": "TEXT"}
+_PLAIN_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Words that cannot stand unquoted as a column or table name in SQLite / sqlglot.
+_RESERVED = {"ORDER", "GROUP", "SELECT", "FROM", "WHERE", "TABLE", "INDEX", "KEY", "PRIMARY", "FOREIGN",
+             "REFERENCES", "LIMIT", "OFFSET", "UNION", "JOIN", "ON", "AS", "BY", "TO", "IN", "IS", "NOT",
+             "NULL", "AND", "OR", "CASE", "WHEN", "THEN", "ELSE", "END", "DEFAULT", "CHECK", "UNIQUE",
+             "VALUES", "SET", "ALL", "DISTINCT", "HAVING", "INTO", "CREATE", "DROP", "ALTER", "ADD",
+             "COLUMN", "CONSTRAINT", "TRANSACTION", "COMMIT", "ROLLBACK", "EXISTS", "BETWEEN", "LIKE",
+             "GLOB", "CROSS", "NATURAL", "LEFT", "RIGHT", "FULL", "OUTER", "INNER", "USING", "WINDOW",
+             "OVER", "PARTITION", "FILTER", "RANGE", "ROWS", "CURRENT", "DESC", "ASC", "COLLATE", "ESCAPE",
+             "CAST", "VIEW", "TRIGGER", "WITH", "RECURSIVE", "REPLACE", "IF", "MATCH", "REGEXP", "INTERVAL"}
+
+
+@dataclass
+class SpiderData:
+    """Spider questions as gretel records, the SQLite file of each database, and every schema."""
+
+    records: list[dict]
+    db_paths: dict[str, Path]  # only databases whose .sqlite file is present
+    schemas: dict[str, str]  # db_id -> CREATE TABLE text, for every database in tables.json
+
+    @property
+    def all_schemas(self) -> list[str]:
+        """Schema texts of every database, in tables.json order (the retrieval corpus)."""
+        return list(self.schemas.values())
+
+
+def quote_identifier(name: str) -> str:
+    """``name`` as-is when it is a plain, non-reserved identifier, else double-quoted."""
+    if _PLAIN_IDENTIFIER.match(name) and name.upper() not in _RESERVED:
+        return name
+    return '"' + name.replace('"', '""') + '"'
+
+
+def render_schema(db: dict) -> str:
+    """CREATE TABLE statements (types, primary keys, foreign keys) for one tables.json entry."""
+    tables = db["table_names_original"]
+    columns = db["column_names_original"]  # [table index, name]; entry 0 is (-1, "*")
+    types = db["column_types"]
+    primary = {c for pk in db["primary_keys"] for c in (pk if isinstance(pk, list) else [pk])}
+    statements = []
+    for t, table in enumerate(tables):
+        if table.lower().startswith("sqlite_"):
+            continue  # SQLite's own bookkeeping (sqlite_sequence), listed by tables.json for a few dbs
+        ids = [i for i, (owner, _) in enumerate(columns) if owner == t]
+        pks = [i for i in ids if i in primary]
+        parts = []
+        for i in ids:
+            part = f"{quote_identifier(columns[i][1])} {_TYPES.get(types[i], 'TEXT')}"
+            if len(pks) == 1 and i == pks[0]:
+                part += " PRIMARY KEY"
+            parts.append(part)
+        if len(pks) > 1:
+            parts.append(f"PRIMARY KEY ({', '.join(quote_identifier(columns[i][1]) for i in pks)})")
+        for src, dst in db["foreign_keys"]:
+            if columns[src][0] == t:
+                ref_table = tables[columns[dst][0]]
+                parts.append(f"FOREIGN KEY ({quote_identifier(columns[src][1])}) REFERENCES "
+                             f"{quote_identifier(ref_table)}({quote_identifier(columns[dst][1])})")
+        statements.append(f"CREATE TABLE {quote_identifier(table)} ({', '.join(parts)});")
+    return "\n".join(statements)
+
+
+def sql_complexity(sql: str) -> str:
+    """A gretel-style complexity label for a Spider query, from its surface form."""
+    upper = " ".join(sql.upper().split())
+    if re.search(r"\b(UNION|INTERSECT|EXCEPT)\b", upper):
+        return "set operations"
+    if upper.count("SELECT") > 1:
+        return "subqueries"
+    joins = upper.count(" JOIN ")
+    if joins > 1:
+        return "multiple_joins"
+    if joins == 1:
+        return "single join"
+    if re.search(r"\b(COUNT|SUM|AVG|MIN|MAX)\s*\(|\bGROUP BY\b", upper):
+        return "aggregation"
+    return "basic SQL"
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CorpusError(f"cannot read Spider file {path}: {exc}; use an unmodified Spider release.") from exc
+
+
+def load_spider(root: Path | str, split: str = "dev") -> SpiderData:
+    """Read a Spider directory: ``split`` questions as gretel records, SQLite paths and all schemas."""
+    root = Path(root)
+    if split not in SPLIT_FILES:
+        raise CorpusError(f"unknown Spider split {split!r}: use one of {', '.join(SPLIT_FILES)}.")
+    if not (root / "tables.json").is_file():
+        raise CorpusError(f"{root} is not a Spider directory (no tables.json): point at the unpacked release.")
+    dbs = _read_json(root / "tables.json")
+    schemas = {db["db_id"]: render_schema(db) for db in dbs}
+    db_paths = {db_id: p for db_id in schemas if (p := root / "database" / db_id / f"{db_id}.sqlite").is_file()}
+    files = [root / name for name in SPLIT_FILES[split] if (root / name).is_file()]
+    if not files:
+        raise CorpusError(f"{root} has no {SPLIT_FILES[split][0]}: the Spider {split} questions are missing.")
+    examples = [ex for f in files for ex in _read_json(f)]
+    records = []
+    for i, ex in enumerate(examples):
+        db_id = ex["db_id"]
+        if db_id not in schemas:
+            raise CorpusError(f"Spider question {i} names database {db_id!r}, which tables.json lacks.")
+        sql = ex["query"].strip()
+        records.append({
+            "id": f"spider-{split}-{i}",
+            "domain": db_id,
+            "domain_description": f"Spider database {db_id}",
+            "sql_complexity": sql_complexity(sql),
+            "sql_task_type": "analytics and reporting",
+            "sql_prompt": ex["question"],
+            "sql_context": schemas[db_id],
+            "sql": sql,
+            "sql_explanation": "",
+        })
+    return SpiderData(records=records, db_paths=db_paths, schemas=schemas)
