@@ -128,6 +128,10 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     print(f"held-out: {report['eval_queries']} questions from {len(report['held_out_domains'])} unseen domains, "
           f"corpus {report['corpus_size']} schema snippets; trained on {report['train_size']} pairs")
     print(format_before_after(report))
+    training = report["training"]
+    if training["steps"] < 0.5 * training["planned_steps"]:
+        print(f"warning: only {training['steps']} of {training['planned_steps']} planned steps ran: too few "
+              "distinct texts for this batch size; lower --batch-size or --n-negatives")
     print(f"model: {report['model_dir']}  ({report['training']['samples_per_s']} samples/s on {report['device']})")
     if args.report:
         Path(args.report).write_text(json.dumps(report, indent=2))
@@ -146,7 +150,7 @@ def _pair_selection(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tasks", help="pair tasks to use, comma-separated, or 'all' "
                    "(default: question->schema,paraphrase->schema,hybrid_question->schema)")
     p.add_argument("--max-train-pairs", dest="max_train_pairs", type=int,
-                   help="seeded subsample of the pairs (default 384: minutes on 2 CPU cores; 0: all)")
+                   help="seeded subsample of the pairs (default 512: minutes on 2 CPU cores; 0: all)")
 
 
 def register(subparsers) -> None:

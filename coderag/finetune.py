@@ -146,7 +146,14 @@ def train_encoder(
         shutil.rmtree(scratch, ignore_errors=True)
     steps = int(output.global_step)
     samples = steps * batch_size
+    if steps < 0.5 * planned:
+        log.warning(
+            "only %d of %d planned training steps ran: the NO_DUPLICATES sampler cannot fill batches of %d "
+            "with distinct texts (too few unique positives/negatives); lower the batch size or the number "
+            "of negatives", steps, planned, batch_size,
+        )
     return {
+        "planned_steps": planned,
         "steps": steps,
         "samples": samples,
         "seconds": round(seconds, 3),

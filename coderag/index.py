@@ -221,6 +221,8 @@ class SchemaIndex:
         except OSError as exc:
             raise SchemaIndexError(f"cannot create index directory next to {target} ({exc.strerror}): check the path is writable") from exc
         try:
+            # mkdtemp makes the directory private (0700); an index is read by other users (e.g. a server).
+            staging.chmod(0o755)
             self.created_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
             faiss.write_index(self.faiss_index, str(staging / INDEX_FILE))
             corpus_map = {"snippets": self.snippets, "domains": self.domains}

@@ -30,6 +30,7 @@ import math
 import os
 import random
 import string
+import threading
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -74,7 +75,7 @@ def load_prompt_template(category: str) -> string.Template:
     return string.Template(text)
 
 
-def _validate(records, backend, categories, concurrency, max_pairs, retries) -> tuple[str, ...]:
+def _validate(records, backend, categories, concurrency, max_pairs, retries, timeout_s) -> tuple[str, ...]:
     if backend not in BACKENDS:
         raise ConfigError(f"synthesis backend {backend!r} is unknown: use one of {', '.join(BACKENDS)}.")
     cats = tuple(dict.fromkeys(categories))
@@ -83,8 +84,8 @@ def _validate(records, backend, categories, concurrency, max_pairs, retries) -> 
         raise ConfigError(
             f"task categories {unknown or '(none)'} are invalid: choose from {', '.join(TASK_CATEGORIES)}."
         )
-    if concurrency < 1 or retries < 0:
-        raise ConfigError("concurrency must be >= 1 and retries >= 0.")
+    if concurrency < 1 or retries < 0 or timeout_s <= 0:
+        raise ConfigError("concurrency must be >= 1, retries >= 0 and timeout_s > 0.")
     if max_pairs is not None and max_pairs < 1:
         raise ConfigError(f"max_pairs must be a positive number, got {max_pairs}.")
     if not records:
@@ -134,12 +135,40 @@ def _clean_reply(reply: str, category: str) -> str:
     return " ".join(text.split()).strip().strip('"').strip()
 
 
-def _complete_with_retries(generator, messages, retries: int, backoff_s: float, max_tokens: int) -> str:
-    """One LLM call with exponential backoff (base ``backoff_s``, jittered) on any ordinary failure."""
+def _call_with_timeout(fn, timeout_s: float):
+    """Run ``fn()`` and return its value, or raise TimeoutError after ``timeout_s``.
+
+    The call runs in a daemon thread: a generator that hangs is abandoned (its thread ends whenever the
+    underlying request does) instead of holding a pool slot forever.
+    """
+    outcome: dict[str, Any] = {}
+    finished = threading.Event()
+
+    def target() -> None:
+        try:
+            outcome["value"] = fn()
+        except BaseException as exc:  # handed to the caller below, whatever it is
+            outcome["error"] = exc
+        finally:
+            finished.set()
+
+    threading.Thread(target=target, daemon=True, name="synth-call").start()
+    if not finished.wait(timeout_s):
+        raise TimeoutError(f"the LLM request took longer than {timeout_s:g}s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def _complete_with_retries(generator, messages, retries: int, backoff_s: float, max_tokens: int,
+                           timeout_s: float) -> str:
+    """One LLM call with a timeout and exponential backoff (base ``backoff_s``, jittered) on failure."""
     attempt = 0
     while True:
         try:
-            return generator.complete(messages, max_tokens=max_tokens, temperature=0.0)
+            return _call_with_timeout(
+                lambda: generator.complete(messages, max_tokens=max_tokens, temperature=0.0), timeout_s
+            )
         except Exception as exc:
             if attempt >= retries:
                 raise
@@ -165,7 +194,7 @@ def _read_shard(path: Path) -> dict[str, str]:
 
 
 def _generate_llm(items, records, snippets, generator, shard: Path, *, resume, concurrency, retries,
-                  backoff_s, max_tokens, show_progress) -> tuple[dict[str, str], dict[str, int]]:
+                  backoff_s, max_tokens, timeout_s, show_progress) -> tuple[dict[str, str], dict[str, int]]:
     """Generate text for ``items``, appending each finished reply to ``shard`` as it arrives."""
     if not resume and shard.exists():
         shard.unlink()
@@ -194,7 +223,7 @@ def _generate_llm(items, records, snippets, generator, shard: Path, *, resume, c
             pool.submit(
                 _complete_with_retries, generator,
                 _messages(records[it.record_index], snippets[it.record_index], it.category),
-                retries, backoff_s, max_tokens,
+                retries, backoff_s, max_tokens, timeout_s,
             ): it
             for it in todo
         }
@@ -270,8 +299,8 @@ def synthesize_pairs(
     Columns: anchor, positive, category, task, provenance (record id), backend, domain. The directory
     is published atomically (with ``synthesis_report.json`` inside). ``backend="llm"`` uses
     ``generator`` (any object with ``complete(messages, max_tokens=, temperature=)``); when it is None
-    the local SmolLM2 generator is built. ``timeout_s`` bounds each request of a generator built here;
-    a supplied generator enforces its own timeout. With ``resume`` a rerun skips items whose replies
+    the local SmolLM2 generator is built. Each request is bounded by ``timeout_s`` and retried up to
+    ``retries`` times with exponential backoff; at most ``concurrency`` are in flight. With ``resume`` a rerun skips items whose replies
     are already in the shard; the shard is removed once the dataset is published.
 
     Returns a report: counts per category and task, drops per filter reason, generation counts.
@@ -280,7 +309,7 @@ def synthesize_pairs(
 
     from coderag.corpus import dedupe_schemas
 
-    cats = _validate(records, backend, categories, concurrency, max_pairs, retries)
+    cats = _validate(records, backend, categories, concurrency, max_pairs, retries, timeout_s)
     started = time.perf_counter()
     order = list(range(len(records)))
     random.Random(seed).shuffle(order)
@@ -308,7 +337,8 @@ def synthesize_pairs(
         log.info("llm synthesis: %d items, concurrency=%d, timeout=%.0fs", len(items), concurrency, timeout_s)
         texts, gen_stats = _generate_llm(
             items, chosen, snippets, generator, shard, resume=resume, concurrency=concurrency,
-            retries=retries, backoff_s=backoff_s, max_tokens=max_tokens, show_progress=show_progress,
+            retries=retries, backoff_s=backoff_s, max_tokens=max_tokens, timeout_s=timeout_s,
+            show_progress=show_progress,
         )
 
     candidates = [

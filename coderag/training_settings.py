@@ -53,7 +53,7 @@ class TrainingSettings(CodeRAGSettings):
         "question->schema,paraphrase->schema,hybrid_question->schema",
         description="comma-separated pair tasks to train on, or 'all' (default: the schema-retrieval tasks)",
     )
-    max_train_pairs: int = Field(384, ge=0, description="seeded subsample for a CPU-sized run; 0 = all pairs")
+    max_train_pairs: int = Field(512, ge=0, description="seeded subsample for a CPU-sized run; 0 = all pairs")
     max_eval_queries: int | None = Field(None, ge=1)
     device: str | None = None
     output: Path | None = None

@@ -74,3 +74,15 @@ def test_cli_finetune_reports_a_missing_pairs_dataset(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("coderag: error:") and "coderag synth" in err and "\n" not in err
     assert not (tmp_path / "m").exists()
+
+
+def test_spider_schema_retrieval_evaluator(spider_dir, encoder_model):
+    """Real outside data: each Spider dev question against all 166 Spider database schemas."""
+    from coderag.spider import load_spider
+
+    data = load_spider(spider_dir, "dev")
+    corpus = [{"sql_context": schema, "domain": db_id} for db_id, schema in data.schemas.items()]
+    evaluator, info = build_retrieval_evaluator(data.records, corpus, name="spider", max_queries=120)
+    assert info == {"queries": 120, "corpus": len(data.schemas)}
+    metrics = evaluate_retrieval(evaluator, encoder_model)
+    assert metrics["recall@10"] >= metrics["recall@1"] > 0.3

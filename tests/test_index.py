@@ -89,6 +89,7 @@ def test_from_vectors_validates_input(vectors, snippets, domains, error, fragmen
 def test_save_writes_three_files_and_a_manifest(built_schema_index, saved_index):
     assert sorted(p.name for p in saved_index.iterdir()) == sorted([INDEX_FILE, CORPUS_MAP_FILE, MANIFEST_FILE])
     assert [p.name for p in saved_index.parent.iterdir()] == ["index"]  # no temp leftovers
+    assert saved_index.stat().st_mode & 0o755 == 0o755  # readable by a server running as another user
     manifest = json.loads((saved_index / MANIFEST_FILE).read_text())
     assert manifest["format_version"] == 1
     assert manifest["encoder"] == DEFAULT_ENCODER

@@ -150,3 +150,35 @@ def test_bad_inputs_raise_clear_errors(training_records, tmp_path):
 def test_max_pairs_caps_output(training_records, tmp_path):
     report = synthesize_pairs(training_records, tmp_path / "p", max_pairs=7, show_progress=False)
     assert report["kept"] == 7 and len(_load(tmp_path / "p")) == 7
+
+
+def test_cli_synth_writes_pairs_from_the_train_side_only(training_records, tmp_path, capsys):
+    from coderag.cli import main
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("\n".join(json.dumps(r) for r in training_records))
+    out = tmp_path / "pairs"
+    code = main(["synth", "--corpus", str(corpus), "--n-records", "24", "--eval-fraction", "0.34",
+                 "--categories", "text2code,hybrid", "--output", str(out)])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["held_out_records"] == 12 and report["records"] == 12
+    assert {r["category"] for r in _load(out)} == {"text2code", "hybrid"}
+    assert main(["synth", "--corpus", str(corpus), "--categories", "nope", "--output", str(out)]) == 2
+
+
+class _HangingLLM:
+    def __init__(self):
+        self.calls = 0
+
+    def complete(self, messages, *, max_tokens=256, temperature=0.0) -> str:
+        self.calls += 1
+        threading.Event().wait(2.0)
+        return "too late"
+
+
+def test_llm_requests_time_out_and_are_retried(training_records, tmp_path):
+    hanging = _HangingLLM()
+    report = synthesize_pairs(training_records[:1], tmp_path / "p", backend="llm", generator=hanging,
+                              categories=("code2text",), concurrency=1, retries=1, backoff_s=0, timeout_s=0.05,
+                              show_progress=False)
+    assert hanging.calls == 2 and report["generation_failed"] == 1 and report["kept"] == 0

@@ -1,0 +1,48 @@
+"""The text-to-SQL prompt: one template (``coderag/templates/text_to_sql.txt``) for every backend.
+
+The template holds three sections, ``[system]``, ``[user]`` (question plus retrieved schemas) and
+``[user_no_schema]`` (the no-retrieval baseline: the question alone, so nothing from the gold record
+leaks into it). It is short on purpose: the offline LLM pays for every prompt token on two CPU cores.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from functools import lru_cache
+from importlib import resources
+
+from coderag.errors import QuestionError
+
+TEMPLATE_FILE = "templates/text_to_sql.txt"
+_SECTION = re.compile(r"^\[(\w+)\]\s*$", re.MULTILINE)
+_SECTIONS = ("system", "user", "user_no_schema")
+
+
+@lru_cache(maxsize=1)
+def load_template() -> dict[str, string.Template]:
+    """The template's sections by name, read once from the package data file."""
+    text = resources.files("coderag").joinpath(TEMPLATE_FILE).read_text(encoding="utf-8")
+    parts = _SECTION.split(text)
+    sections = {name: string.Template(body.strip("\n")) for name, body in zip(parts[1::2], parts[2::2])}
+    missing = [name for name in _SECTIONS if name not in sections]
+    if missing:
+        raise RuntimeError(f"{TEMPLATE_FILE} lacks the section(s) {', '.join(missing)}")
+    return sections
+
+
+def build_messages(question: str, schemas: list[str]) -> list[dict[str, str]]:
+    """OpenAI chat messages asking for one SQLite SELECT in a ```sql block.
+
+    ``schemas`` are the retrieved CREATE TABLE snippets, best first; an empty list gives the
+    no-retrieval baseline prompt. Raises :class:`QuestionError` for an empty question.
+    """
+    if not isinstance(question, str) or not question.strip():
+        raise QuestionError("the question is empty: ask something about the data in plain words.")
+    template = load_template()
+    cleaned = [s.strip() for s in schemas if s and s.strip()]
+    if cleaned:
+        user = template["user"].safe_substitute(question=question.strip(), schemas="\n\n".join(cleaned))
+    else:
+        user = template["user_no_schema"].safe_substitute(question=question.strip())
+    return [{"role": "system", "content": template["system"].safe_substitute()}, {"role": "user", "content": user}]

@@ -1,0 +1,142 @@
+"""SQL as text: pull it out of an LLM reply, parse it with sqlglot, normalise it for Exact Match."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import sqlglot
+from sqlglot import exp
+
+from coderag.errors import CodeRAGError
+
+# sqlglot logs a warning for every statement it falls back to parsing as a Command (PRAGMA-like text,
+# REPLACE INTO, ...). Callers get a SqlParseError or a guard verdict instead, so the warning is noise.
+logging.getLogger("sqlglot").setLevel(logging.ERROR)
+
+
+class SqlParseError(CodeRAGError):
+    """SQL text is empty or sqlglot cannot parse it."""
+
+
+# An info string (```sql) only counts when a newline follows it: in ```SELECT 1``` the word is code.
+_FENCE = re.compile(r"```(?:[ \t]*([A-Za-z0-9_+-]+)?[ \t]*\n)?(.*?)(?:```|\Z)", re.DOTALL)
+_SQL_PREFIX = re.compile(r"^\s*(?:sql(?:ite)?\s*(?:query)?\s*:|query\s*:|answer\s*:)\s*", re.IGNORECASE)
+_QUERY_START = re.compile(r"\b(SELECT|WITH)\b", re.IGNORECASE)
+_STRING_OR_CODE = re.compile(r"('(?:[^']|'')*'?)|([^']+)")
+
+
+def _fenced_blocks(reply: str) -> list[tuple[str, str]]:
+    """(language tag, body) of every ``` block; an unclosed last fence runs to the end of the reply."""
+    return [((m.group(1) or "").lower(), m.group(2)) for m in _FENCE.finditer(reply)]
+
+
+def split_statements(sql: str) -> list[str]:
+    """``sql`` cut at semicolons that are outside quotes and comments; empty pieces dropped."""
+    pieces, current, i, n = [], [], 0, len(sql)
+    while i < n:
+        ch = sql[i]
+        if ch in "'\"`[":
+            close = "]" if ch == "[" else ch
+            j = sql.find(close, i + 1)
+            j = n - 1 if j < 0 else j
+            current.append(sql[i : j + 1])
+            i = j + 1
+        elif sql.startswith("--", i):
+            j = sql.find("\n", i)
+            j = n if j < 0 else j
+            current.append(sql[i:j])
+            i = j
+        elif sql.startswith("/*", i):
+            j = sql.find("*/", i + 2)
+            j = n if j < 0 else j + 2
+            current.append(sql[i:j])
+            i = j
+        elif ch == ";":
+            pieces.append("".join(current))
+            current = []
+            i += 1
+        else:
+            current.append(ch)
+            i += 1
+    pieces.append("".join(current))
+    return [p.strip() for p in pieces if p.strip()]
+
+
+def _first_query(text: str) -> str:
+    """The first statement of ``text`` that starts with SELECT or WITH (else the first statement)."""
+    statements = split_statements(text)
+    for statement in statements:
+        if _QUERY_START.match(statement):
+            return statement
+    return statements[0] if statements else ""
+
+
+def extract_sql(reply: str) -> str:
+    """The SQL query an LLM reply holds, without fences, prose or trailing semicolons ("" if none).
+
+    Prefers a ```sql (or ```sqlite) block, then any ``` block that contains SELECT/WITH; without fences
+    it takes the text from the first SELECT/WITH keyword up to a blank line. When the SQL holds several
+    statements, the first one that starts with SELECT or WITH is returned.
+    """
+    if not reply or not reply.strip():
+        return ""
+    blocks = _fenced_blocks(reply)
+    tagged = [body for lang, body in blocks if lang in ("sql", "sqlite")]
+    untagged = [body for lang, body in blocks if lang not in ("sql", "sqlite") and _QUERY_START.search(body)]
+    for body in tagged + untagged:
+        sql = _first_query(_SQL_PREFIX.sub("", body.strip()))
+        if sql:
+            return sql
+    text = reply.replace("```", "\n\n")
+    match = _QUERY_START.search(text)
+    if match is None:
+        return ""
+    # Unfenced SQL ends where prose starts; a blank line is the reliable boundary an LLM leaves.
+    body = re.split(r"\n\s*\n", text[match.start() :], maxsplit=1)[0]
+    return _first_query(body)
+
+
+def parse_statements(sql: str, dialect: str = "sqlite") -> list[exp.Expression]:
+    """Every statement in ``sql`` as a sqlglot tree; raises :class:`SqlParseError` when unparseable."""
+    if not sql or not sql.strip():
+        raise SqlParseError("the SQL is empty: the reply held no query.")
+    try:
+        trees = [t for t in sqlglot.parse(sql, read=dialect) if t is not None]
+    except sqlglot.errors.SqlglotError as exc:
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SqlParseError(f"the SQL does not parse as {dialect}: {first_line}") from exc
+    if not trees:
+        raise SqlParseError("the SQL holds no statement, only comments or semicolons.")
+    return trees
+
+
+def parse_sql(sql: str, dialect: str = "sqlite") -> exp.Expression:
+    """The single statement in ``sql`` as a sqlglot tree; :class:`SqlParseError` if unparseable or several."""
+    trees = parse_statements(sql, dialect)
+    if len(trees) != 1:
+        raise SqlParseError(f"expected one SQL statement, found {len(trees)}.")
+    return trees[0]
+
+
+def _lower_outside_strings(sql: str) -> str:
+    return "".join(m.group(1) or m.group(2).lower() for m in _STRING_OR_CODE.finditer(sql))
+
+
+def normalize_sql(sql: str, dialect: str = "sqlite") -> str:
+    """A canonical form of ``sql`` for Exact Match.
+
+    Parsed and regenerated by sqlglot (consistent spacing, ``AS`` aliases, ``<>``), identifiers unquoted,
+    everything but string literals lower-cased, trailing semicolons dropped. Unparseable SQL falls back to
+    whitespace and case normalisation so two spellings of the same broken text still compare equal.
+    """
+    text = (sql or "").strip().rstrip(";").strip()
+    if not text:
+        return ""
+    try:
+        tree = parse_sql(text, dialect)
+    except SqlParseError:
+        return _lower_outside_strings(" ".join(text.split()))
+    for identifier in tree.find_all(exp.Identifier):
+        identifier.set("quoted", False)
+    return _lower_outside_strings(tree.sql(dialect=dialect, normalize=True))
