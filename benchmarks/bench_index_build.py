@@ -7,7 +7,7 @@ the baseline is what a user would write by hand::
     index = faiss.IndexFlatIP(dim); index.add(vectors)
 
 Runs alternate between the two (ABBA order) so drift in machine load affects both alike; the script
-prints median snippets/s of each and the ratio (goal: >= 0.95).
+prints best-of and median snippets/s of each and their ratios (goal: >= 0.95).
 
     python benchmarks/bench_index_build.py --n 2000 --repeats 3
 """
@@ -104,13 +104,16 @@ def main(argv: list[str] | None = None) -> int:
             timings[which].append(time.perf_counter() - started)
             assert index.ntotal == len(snippets)
 
-    rate = {k: len(snippets) / statistics.median(v) for k, v in timings.items()}
+    # Best-of-N is least disturbed by other processes on a shared machine; the median is shown too.
+    best = {k: len(snippets) / min(v) for k, v in timings.items()}
+    median = {k: len(snippets) / statistics.median(v) for k, v in timings.items()}
     print(f"snippets: {len(snippets)} ({args.source}), batch size {args.batch_size}, device {model.device}, "
           f"torch threads {torch.get_num_threads()}, repeats {args.repeats}")
     for name, label in (("bare", "bare encode + IndexFlatIP.add"), ("coderag", "SchemaIndex.build")):
         runs = ", ".join(f"{t:.2f}s" for t in timings[name])
-        print(f"{label:32s} {rate[name]:8.1f} snippets/s (median; runs {runs})")
-    print(f"ratio SchemaIndex.build / bare: {rate['coderag'] / rate['bare']:.3f} (goal >= 0.95)")
+        print(f"{label:30s} best {best[name]:7.1f} snippets/s, median {median[name]:7.1f} (runs {runs})")
+    print(f"ratio SchemaIndex.build / bare: {best['coderag'] / best['bare']:.3f} best-of, "
+          f"{median['coderag'] / median['bare']:.3f} median (goal >= 0.95)")
     print(f"one-off encoder fingerprint: {fingerprint_s:.2f}s per process (cached per model, not in the runs above)")
     return 0
 

@@ -1,8 +1,10 @@
 """The text-to-SQL prompt: one template (``coderag/templates/text_to_sql.txt``) for every backend.
 
-The template holds three sections, ``[system]``, ``[user]`` (question plus retrieved schemas) and
-``[user_no_schema]`` (the no-retrieval baseline: the question alone, so nothing from the gold record
-leaks into it). It is short on purpose: the offline LLM pays for every prompt token on two CPU cores.
+The template's sections: ``[system]``; one fixed demonstration (``[example_user]`` /
+``[example_assistant]``), which is what makes a 135M-parameter model answer with a bare ```sql block
+instead of prose; ``[user]`` (retrieved schemas plus question) and ``[user_no_schema]`` (the
+no-retrieval baseline: the question alone, so nothing from the gold record leaks into it). It is short on
+purpose: the offline LLM pays for every prompt token on two CPU cores.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from coderag.errors import QuestionError
 
 TEMPLATE_FILE = "templates/text_to_sql.txt"
 _SECTION = re.compile(r"^\[(\w+)\]\s*$", re.MULTILINE)
-_SECTIONS = ("system", "user", "user_no_schema")
+_SECTIONS = ("system", "example_user", "example_assistant", "user", "user_no_schema")
 
 
 @lru_cache(maxsize=1)
@@ -24,7 +26,7 @@ def load_template() -> dict[str, string.Template]:
     """The template's sections by name, read once from the package data file."""
     text = resources.files("coderag").joinpath(TEMPLATE_FILE).read_text(encoding="utf-8")
     parts = _SECTION.split(text)
-    sections = {name: string.Template(body.strip("\n")) for name, body in zip(parts[1::2], parts[2::2])}
+    sections = {name: string.Template(body.strip("\n")) for name, body in zip(parts[1::2], parts[2::2], strict=True)}
     missing = [name for name in _SECTIONS if name not in sections]
     if missing:
         raise RuntimeError(f"{TEMPLATE_FILE} lacks the section(s) {', '.join(missing)}")
@@ -45,4 +47,9 @@ def build_messages(question: str, schemas: list[str]) -> list[dict[str, str]]:
         user = template["user"].safe_substitute(question=question.strip(), schemas="\n\n".join(cleaned))
     else:
         user = template["user_no_schema"].safe_substitute(question=question.strip())
-    return [{"role": "system", "content": template["system"].safe_substitute()}, {"role": "user", "content": user}]
+    return [
+        {"role": "system", "content": template["system"].safe_substitute()},
+        {"role": "user", "content": template["example_user"].safe_substitute()},
+        {"role": "assistant", "content": template["example_assistant"].safe_substitute()},
+        {"role": "user", "content": user},
+    ]

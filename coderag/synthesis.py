@@ -350,6 +350,7 @@ def synthesize_pairs(
     ]
     result = filter_candidates(
         candidates, [r["sql_context"] for r in chosen], snippets, timeout_s=sql_timeout_s,
+        trusted_sql=[r["sql"] for r in chosen],
         progress=lambda xs: tqdm(xs, desc="filter", disable=not show_progress),
     )
     kept = result.kept

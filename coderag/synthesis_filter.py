@@ -61,20 +61,25 @@ def _rows_key(rows: Sequence[tuple], ordered: bool):
 class _RecordDatabase:
     """Runs SQL against fresh SQLite databases built from one record's ``sql_context``."""
 
-    def __init__(self, sql_context: str, timeout_s: float):
+    def __init__(self, sql_context: str, timeout_s: float, trusted_sql: str | None):
         self.sql_context = sql_context
         self.timeout_s = timeout_s
+        self.trusted_sql = trusted_sql
         self._results: dict[str, tuple[bool, list]] = {}
 
     def run(self, sql: str) -> tuple[bool, list]:
         if sql not in self._results:
+            # The record's own SQL may be DML (gretel has INSERT/UPDATE/DELETE tasks) and runs on a
+            # throw-away database; anything generated runs read-only (no ATTACH writing files, etc.).
+            read_only = sql != self.trusted_sql
             from coderag.execution import run_query, sqlite_from_context
 
             try:
                 # A fresh database per statement: DML in one check must not change another's data.
                 conn = sqlite_from_context(self.sql_context)
                 try:
-                    self._results[sql] = (True, list(run_query(conn, sql, timeout_s=self.timeout_s)))
+                    rows = run_query(conn, sql, timeout_s=self.timeout_s, read_only=read_only)
+                    self._results[sql] = (True, list(rows))
                 finally:
                     conn.close()
             except Exception as exc:  # any execution failure is a drop, counted, not a crash
@@ -103,15 +108,20 @@ def filter_candidates(
     own_snippets: Sequence[str],
     *,
     timeout_s: float = 5.0,
+    trusted_sql: Sequence[str] | None = None,
     progress: Callable | None = None,
 ) -> FilterResult:
-    """Apply the quality filter; ``sql_contexts[i]`` / ``own_snippets[i]`` belong to record ``i``."""
+    """Apply the quality filter; ``sql_contexts[i]`` / ``own_snippets[i]`` belong to record ``i``.
+
+    ``trusted_sql[i]`` (record ``i``'s gold SQL) may modify its throw-away database; every other
+    statement runs read-only.
+    """
     result = FilterResult()
     databases: dict[int, _RecordDatabase] = {}
     seen: set[tuple[str, str]] = set()
     iterator = progress(candidates) if progress else candidates
     for cand in iterator:
-        reason = _check(cand, sql_contexts, own_snippets, databases, seen, timeout_s)
+        reason = _check(cand, sql_contexts, own_snippets, databases, seen, timeout_s, trusted_sql)
         if reason:
             result.dropped[reason] += 1
         else:
@@ -119,7 +129,7 @@ def filter_candidates(
     return result
 
 
-def _check(cand, sql_contexts, own_snippets, databases, seen, timeout_s) -> str | None:
+def _check(cand, sql_contexts, own_snippets, databases, seen, timeout_s, trusted_sql) -> str | None:
     if not cand.anchor.strip():
         return "empty_anchor"
     if not cand.positive.strip():
@@ -133,7 +143,8 @@ def _check(cand, sql_contexts, own_snippets, databases, seen, timeout_s) -> str 
         return "duplicate_anchor"
     if cand.sql_checks or cand.equivalent_to:
         if cand.record_index not in databases:
-            databases[cand.record_index] = _RecordDatabase(sql_contexts[cand.record_index], timeout_s)
+            trusted = trusted_sql[cand.record_index] if trusted_sql is not None else None
+            databases[cand.record_index] = _RecordDatabase(sql_contexts[cand.record_index], timeout_s, trusted)
         db = databases[cand.record_index]
         for sql in cand.sql_checks:
             if not _parses(sql):

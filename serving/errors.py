@@ -159,6 +159,20 @@ async def _send_json(send, status: int, content: dict) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
+class PartialResultError(Exception):
+    """A request that failed part-way: answered with ``status`` and what was computed so far."""
+
+    def __init__(self, status: int, message: str, partial: dict) -> None:
+        super().__init__(message)
+        self.status = status
+        self.partial = partial
+
+
+async def _partial_result_handler(request: Request, exc: PartialResultError) -> JSONResponse:
+    log.warning("request failed part-way status=%d path=%s error=%s", exc.status, request.url.path, exc)
+    return JSONResponse(status_code=exc.status, content={**error_body(request.url.path, exc.status, str(exc)), **exc.partial})
+
+
 def status_for(exc: CodeRAGError) -> int:
     """The HTTP status a CodeRAG error maps to: bad input 400, backend down 503, backend failure 502."""
     if isinstance(exc, (QuestionError, ConfigError)):
@@ -172,9 +186,13 @@ def status_for(exc: CodeRAGError) -> int:
 
 def _format_validation_error(exc: RequestValidationError) -> str:
     parts = []
-    for err in exc.errors()[:5]:
-        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    errors = list(exc.errors())
+    # KServe's v2 route accepts Union[InferenceRequest, bytes]: the "not bytes" arm only repeats the problem.
+    errors = [e for e in errors if tuple(e.get("loc", ()))[-1:] != ("bytes",)] or errors
+    for err in errors[:5]:
+        # Drop "body" and pydantic's union-member tags (class names) from the location.
+        loc = [str(p) for p in err.get("loc", ()) if p != "body" and not (isinstance(p, str) and p[:1].isupper())]
+        parts.append(f"{'.'.join(loc) or 'body'}: {err.get('msg', 'invalid')}")
     return "invalid request: " + "; ".join(parts)
 
 
@@ -194,3 +212,4 @@ def install_error_handlers(app: FastAPI, service: str) -> None:
     app.add_middleware(RequestGuardMiddleware, service=service)
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(CodeRAGError, _coderag_error_handler)
+    app.add_exception_handler(PartialResultError, _partial_result_handler)

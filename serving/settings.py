@@ -39,6 +39,7 @@ class RetrieverSettings(CodeRAGSettings):
     )
     default_k: int = Field(5, ge=1, description="schemas returned when a request gives no k")
     max_k: int = Field(50, ge=1, description="largest k a request may ask for")
+    min_score: float | None = Field(None, ge=-1.0, le=1.0, description="drop snippets scoring below this cosine score")
     max_question_chars: int = Field(2000, ge=1, description="longest question accepted (characters)")
     max_queries_per_request: int = Field(64, ge=1, description="most queries (instances) in one request")
     max_batch_size: int = Field(64, ge=1, description="most queries embedded together by the micro-batcher")

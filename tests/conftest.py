@@ -117,3 +117,44 @@ def built_schema_index(encoder_model, schema_snippets):
 
     snippets, domains = schema_snippets
     return SchemaIndex.build(encoder_model, snippets, domains=domains)
+
+
+# --- serving: an index on disk and a running retriever service (tests/test_serving_*.py) ---
+@pytest.fixture(scope="session")
+def serving_index_dir(tmp_path_factory, built_schema_index) -> Path:
+    """``built_schema_index`` saved to disk, as a retriever service loads it."""
+    return built_schema_index.save(tmp_path_factory.mktemp("serving") / "index")
+
+
+@pytest.fixture(scope="session")
+def retriever_service(serving_index_dir, tmp_path_factory):
+    """A real retriever ModelServer on 127.0.0.1 (subprocess), stopped at the end of the session."""
+    from serving_harness import start_service
+
+    service = start_service("retriever", ["--index_dir", str(serving_index_dir), "--max_k", "20"],
+                            tmp_path_factory.mktemp("serving-logs"), model_name="coderag-retriever")
+    yield service
+    service.stop()
+
+
+@pytest.fixture(scope="session")
+def generator_service(tmp_path_factory):
+    """The real local generator (SmolLM2) behind the OpenAI chat route, as a ModelServer subprocess."""
+    from serving_harness import start_service
+
+    service = start_service("generator", ["--max_tokens_limit", "64"], tmp_path_factory.mktemp("serving-logs"),
+                            model_name="coderag-generator")
+    yield service
+    service.stop()
+
+
+@pytest.fixture(scope="session")
+def rag_service(retriever_service, generator_service, tmp_path_factory):
+    """The question->SQL endpoint calling the retriever and generator services over HTTP."""
+    from serving_harness import start_service
+
+    flags = ["--retriever_url", retriever_service.url, "--generator_url", f"{generator_service.url}/openai/v1",
+             "--max_tokens", "32", "--max_question_chars", "300"]
+    service = start_service("rag", flags, tmp_path_factory.mktemp("serving-logs"), model_name="coderag-rag")
+    yield service
+    service.stop()

@@ -65,7 +65,7 @@ def test_cached_loss_trains_with_hard_negative_columns(training_records, tmp_pat
     model = load_encoder(None, device="cpu")
     model.max_seq_length = 32
     stats = train_encoder(model, Dataset.from_dict(rows), batch_size=4, max_steps=2, cached=True,
-                          mini_batch_size=2, show_progress=False)
+                          mini_batch_size=4, show_progress=False)
     assert stats["steps"] == 2 and stats["samples_per_s"] > 0 and np.isfinite(stats["train_loss"])
 
 

@@ -182,3 +182,14 @@ def test_llm_requests_time_out_and_are_retried(training_records, tmp_path):
                               categories=("code2text",), concurrency=1, retries=1, backoff_s=0, timeout_s=0.05,
                               show_progress=False)
     assert hanging.calls == 2 and report["generation_failed"] == 1 and report["kept"] == 0
+
+
+def test_gold_dml_is_checked_but_generated_sql_runs_read_only():
+    ctx = "CREATE TABLE t (a INTEGER); INSERT INTO t VALUES (1);"
+    gold = "INSERT INTO t VALUES (2);"
+    cands = [
+        Candidate("add a row", gold, "text2code", "paraphrase->sql", 0, "sql", (gold,)),
+        Candidate("drop it", "DELETE FROM t;", "code2code", "sql->rewrite", 0, "sql", (gold, "DELETE FROM t;")),
+    ]
+    result = filter_candidates(cands, [ctx], ["CREATE TABLE t (a INTEGER);"], trusted_sql=[gold])
+    assert [c.anchor for c in result.kept] == ["add a row"] and result.dropped == {"sql_failed": 1}

@@ -1,0 +1,156 @@
+"""``coderag pipeline compile | run --local | submit``: the Kubeflow pipeline from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from coderag.errors import ConfigError
+from coderag.pipeline_settings import PIPELINE_PARAMETERS, PipelineSettings
+
+
+def _settings(args: argparse.Namespace, service: str) -> PipelineSettings:
+    flags = {name: getattr(args, name, None) for name in PipelineSettings.model_fields}
+    try:
+        settings = PipelineSettings.from_flags(**flags)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        raise ConfigError(f"invalid setting {where}: {first['msg']}") from None
+    settings.log_startup(service)
+    return settings
+
+
+def _add_parameter_flags(p: argparse.ArgumentParser) -> None:
+    group = p.add_argument_group("pipeline parameters (env CODERAG_PIPELINE_<NAME>)")
+    for name in PIPELINE_PARAMETERS:
+        info = PipelineSettings.model_fields[name]
+        kind = info.annotation if info.annotation in (int, float) else str
+        group.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind,
+                           help=f"{info.description or name} (default {info.default!r})")
+
+
+def _cmd_compile(args: argparse.Namespace) -> int:
+    from coderag.pipeline_run import DEFAULT_PACKAGE, compile_pipeline
+
+    s = _settings(args, "pipeline-compile")
+    path = compile_pipeline(args.out or DEFAULT_PACKAGE, image=s.image)
+    print(f"compiled pipeline: {path}")
+    return 0
+
+
+def render_summary(result: dict[str, Any]) -> str:
+    """The evaluation table, the gate's checks and the outcome of a local run."""
+    from coderag.evaluation import format_table
+
+    lines = []
+    if result.get("metrics"):
+        lines += ["Evaluation (held-out domains)", format_table(result["metrics"])]
+    gate = result.get("gate") or {}
+    for check in gate.get("checks", []):
+        lines.append(f"  gate: {check}")
+    status = result["status"]
+    if status == "deployed":
+        release = result.get("release") or {}
+        lines.append(f"Outcome: DEPLOYED release {release.get('release_id', '?')} -> {release.get('model_dir', '')}")
+    elif status == "skipped":
+        lines.append("Outcome: deploy SKIPPED by the quality gate: " + "; ".join(result["reasons"]))
+    else:
+        lines.append("Outcome: run FAILED before deploy: " + "; ".join(result["reasons"]))
+    return "\n".join(lines)
+
+
+def _answer_sample(s: PipelineSettings, release: dict[str, Any]) -> str:
+    """Answer the sample question with the deployed (gated) encoder and index."""
+    from coderag.answer import answer_question
+    from coderag.encoder import load_encoder
+    from coderag.index import SchemaIndex
+    from coderag.pipeline_stages import make_stage_generator
+
+    index = SchemaIndex.load(release["index_dir"])
+    encoder_model = load_encoder(release["model_dir"])
+    answer = answer_question(s.question, index=index, encoder_model=encoder_model,
+                             generator=make_stage_generator(s.llm_base_url, s.llm_model), k=s.k,
+                             max_tokens=s.max_new_tokens)
+    lines = [f"Question: {answer.question}"]
+    lines += [f"  schema #{h['rank']} score={h['score']:.3f} domain={h['domain']}" for h in answer.snippets]
+    verdict = "allowed" if answer.allowed else f"refused: {answer.guard_reason}"
+    lines.append(f"SQL ({verdict}):\n  " + (answer.sql or "(no SQL in the reply)").replace("\n", "\n  "))
+    return "\n".join(lines)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from coderag.pipeline_run import default_workdir, run_local
+
+    if not args.local:
+        raise ConfigError("`coderag pipeline run` runs here only with --local; use `coderag pipeline submit "
+                          "--host URL` to run on a Kubeflow cluster")
+    s = _settings(args, "pipeline-run")
+    workdir = (s.workdir or default_workdir()).absolute()
+    print(f"local pipeline run: artifacts and logs in {workdir}", file=sys.stderr)
+    started = time.perf_counter()
+    result = run_local(s.pipeline_arguments(), workdir, verbose=args.verbose > 0).to_dict()
+    print(render_summary(result))
+    if result["status"] == "deployed" and not args.no_sample:
+        print(_answer_sample(s, result["release"]))
+    print(f"outcome: {workdir / 'outcome.json'}   log: {workdir / 'pipeline.log'}   "
+          f"wall time: {time.perf_counter() - started:.0f}s")
+    return 1 if result["status"] == "failed" else 0
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from coderag.pipeline_run import submit
+
+    s = _settings(args, "pipeline-submit")
+    if not s.host:
+        raise ConfigError("submit needs --host URL (or CODERAG_PIPELINE_HOST): the KFP API endpoint")
+    explicit = {name: getattr(s, name) for name in PIPELINE_PARAMETERS if name in s.model_fields_set}
+    run = submit(s.host, s.experiment, s.run_name, explicit, package_path=args.package, namespace=s.namespace)
+    print(json.dumps(run))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``coderag pipeline`` with its compile, run and submit subcommands."""
+    pipeline = sub.add_parser(
+        "pipeline", help="the Kubeflow pipeline: compile it, run it locally, or submit it to a cluster",
+        description="synthesize -> fine-tune -> build index -> evaluate -> quality gate -> deploy/promote, "
+                    "as a KFP v2 pipeline. Compile it to YAML, run the same graph here with kfp.local "
+                    "(no Docker), or submit it to a KFP API.")
+    actions = pipeline.add_subparsers(dest="pipeline_command", metavar="ACTION", required=True)
+
+    p = actions.add_parser("compile", help="compile the pipeline to YAML (default pipelines/coderag_pipeline.yaml)")
+    p.add_argument("--out", type=Path, help="output YAML path")
+    p.add_argument("--image", help="component image (default ghcr.io/coderag/coderag:0.1.0)")
+    p.set_defaults(func=_cmd_compile)
+
+    p = actions.add_parser(
+        "run", help="run the whole pipeline here (--local), gate it, deploy locally, answer a question",
+        description="Run every step with kfp.local.SubprocessRunner in this Python (no Docker, no cluster). "
+                    "A release that passes the gate is published to runs/deployed (current.json), the "
+                    "baseline the next run is gated against. Prints the evaluation table and answers "
+                    "--question with the deployed encoder and index.")
+    p.add_argument("--local", action="store_true", help="run here with the kfp local runner (required)")
+    p.add_argument("--workdir", type=Path, help="run directory (default runs/<timestamp>)")
+    p.add_argument("--question", help="sample question answered with the deployed release")
+    p.add_argument("--no-sample", action="store_true", help="skip answering the sample question")
+    _add_parameter_flags(p)
+    p.set_defaults(func=_cmd_run)
+
+    p = actions.add_parser(
+        "submit", help="submit a run of the compiled pipeline to a KFP API",
+        description="Create a run of pipelines/coderag_pipeline.yaml on the KFP API at --host with kfp.Client. "
+                    "Only parameters you set are sent; the rest keep the compiled defaults.")
+    p.add_argument("--host", help="KFP API URL, e.g. http://127.0.0.1:8080 (CODERAG_PIPELINE_HOST)")
+    p.add_argument("--experiment", help="experiment name (default coderag)")
+    p.add_argument("--run-name", dest="run_name", help="run name (default coderag-<timestamp>)")
+    p.add_argument("--namespace", help="KFP namespace (multi-user installs)")
+    p.add_argument("--package", type=Path, help="compiled pipeline YAML (default pipelines/coderag_pipeline.yaml)")
+    _add_parameter_flags(p)
+    p.set_defaults(func=_cmd_submit)

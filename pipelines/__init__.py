@@ -1,0 +1,1 @@
+"""The CodeRAG Kubeflow pipeline definition and its compiled YAML."""

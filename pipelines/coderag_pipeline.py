@@ -1,0 +1,146 @@
+"""The CodeRAG training pipeline: synthesize -> fine-tune -> build index -> evaluate -> gate -> deploy.
+
+The graph runs inside a ``dsl.ExitHandler`` whose exit task records the run's final status (also when a
+step fails, in which case nothing after the failed step runs, deploy included). The gate's ``passed``
+output drives ``dsl.If``: deploy when it holds, otherwise a step records that deploy was skipped and why.
+
+:func:`build_pipeline` makes the pipeline for a given image and placement (GPU requests, the LLM key
+Secret); ``coderag_pipeline`` is the cluster default that ``pipelines/coderag_pipeline.yaml`` is compiled
+from (``coderag pipeline compile``).
+"""
+
+import copy
+from dataclasses import dataclass
+
+from kfp import dsl, kubernetes
+
+from components import (
+    IMAGE,
+    build_index,
+    deploy,
+    evaluate,
+    finetune,
+    gate,
+    record_run_status,
+    skip_deploy,
+    synthesize,
+)
+
+PIPELINE_NAME = "coderag-train-evaluate-deploy"
+# Kubernetes Secret holding the LLM endpoint's API key; optional so runs on the local SmolLM2 need none.
+LLM_SECRET_NAME = "coderag-llm"
+LLM_SECRET_KEY = "api-key"
+LLM_KEY_ENV = "CODERAG_LLM_API_KEY"
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where steps run on a cluster: resource requests, GPU for fine-tuning / synthesis, the key Secret."""
+
+    gpu: bool = True
+    accelerator_type: str = "nvidia.com/gpu"
+    use_llm_secret: bool = True
+
+
+def _with_image(component, image: str):
+    """``component`` bound to ``image`` (a copy; the module-level component is left as it is)."""
+    if image == IMAGE:
+        return component
+    clone = copy.deepcopy(component)
+    clone.component_spec.implementation.container.image = image
+    return clone
+
+
+def _resources(task, cpu: str, memory: str, *, gpu: bool = False, placement: Placement | None = None):
+    task.set_cpu_request(cpu).set_memory_request(memory)
+    if gpu and placement is not None and placement.gpu:
+        task.set_accelerator_type(placement.accelerator_type).set_accelerator_limit(1)
+    return task
+
+
+def _llm_key(task, placement: Placement):
+    if placement.use_llm_secret:
+        kubernetes.use_secret_as_env(task, secret_name=LLM_SECRET_NAME,
+                                     secret_key_to_env={LLM_SECRET_KEY: LLM_KEY_ENV}, optional=True)
+    return task
+
+
+def build_pipeline(image: str = IMAGE, placement: Placement | None = None):
+    """The pipeline function for ``image`` and ``placement`` (default: cluster placement with GPU)."""
+    placement = placement or Placement()
+    ops = {c.name: _with_image(c, image) for c in (synthesize, finetune, build_index, evaluate, gate, deploy,
+                                                   skip_deploy, record_run_status)}
+
+    @dsl.pipeline(name=PIPELINE_NAME,
+                  description="CodeRAG: synthesize pairs, fine-tune the schema encoder, index, evaluate "
+                              "(Recall@k, EM, EX), gate, and deploy/promote the release that passes.")
+    def coderag_pipeline(
+        corpus_source: str = "builtin",
+        n_records: int = 2000,
+        eval_fraction: float = 0.2,
+        synth_backend: str = "offline",
+        max_train_pairs: int = 256,
+        n_negatives: int = 0,
+        base_model: str = "",
+        epochs: float = 1.0,
+        batch_size: int = 16,
+        max_steps: int = 16,
+        learning_rate: float = 5e-5,
+        k: int = 3,
+        n_eval_questions: int = 10,
+        max_new_tokens: int = 96,
+        llm_base_url: str = "",
+        llm_model: str = "",
+        min_recall_at_5: float = 0.5,
+        min_execution_accuracy: float = 0.0,
+        max_regression: float = 0.0,
+        current_metrics: str = "",
+        deploy_dir: str = "",
+        promote_repo: str = "",
+        promote_env: str = "dev",
+        seed: int = 0,
+    ):
+        exit_task = ops["record-run-status"]()
+        exit_task.set_caching_options(False)
+        with dsl.ExitHandler(exit_task, name="train-evaluate-deploy"):
+            synth = ops["synthesize"](
+                corpus_source=corpus_source, n_records=n_records, eval_fraction=eval_fraction, seed=seed,
+                synth_backend=synth_backend, llm_base_url=llm_base_url, llm_model=llm_model,
+                max_train_pairs=max_train_pairs, n_negatives=n_negatives)
+            _llm_key(_resources(synth, "2", "4Gi", gpu=True, placement=placement), placement)
+
+            tune = ops["finetune"](
+                pairs=synth.outputs["pairs"], corpus=synth.outputs["corpus"], base_model=base_model,
+                epochs=epochs, batch_size=batch_size, max_steps=max_steps, learning_rate=learning_rate, seed=seed)
+            _resources(tune, "4", "8Gi", gpu=True, placement=placement)
+
+            index = ops["build-index"](corpus=synth.outputs["corpus"], model=tune.outputs["model"])
+            _resources(index, "2", "4Gi")
+
+            scores = ops["evaluate"](
+                corpus=synth.outputs["corpus"], model=tune.outputs["model"], index=index.outputs["index"], k=k,
+                n_eval=n_eval_questions, max_new_tokens=max_new_tokens, llm_base_url=llm_base_url,
+                llm_model=llm_model, seed=seed)
+            _llm_key(_resources(scores, "2", "6Gi"), placement)
+            scores.set_caching_options(False)  # the deployed baseline it is gated against changes
+
+            verdict = ops["gate"](
+                metrics=scores.outputs["metrics"], min_recall_at_5=min_recall_at_5,
+                min_execution_accuracy=min_execution_accuracy, max_regression=max_regression,
+                current_metrics=current_metrics)
+            _resources(verdict, "500m", "512Mi").set_caching_options(False)
+
+            with dsl.If(verdict.outputs["passed"] == True, name="gate-passed"):  # noqa: E712 - KFP condition
+                release = ops["deploy"](
+                    model=tune.outputs["model"], index=index.outputs["index"], metrics=scores.outputs["metrics"],
+                    decision=verdict.outputs["decision"], deploy_dir=deploy_dir, promote_repo=promote_repo,
+                    promote_env=promote_env)
+                _resources(release, "500m", "1Gi").set_caching_options(False)
+            with dsl.Else(name="gate-failed"):
+                skipped = ops["skip-deploy"](decision=verdict.outputs["decision"])
+                _resources(skipped, "100m", "256Mi").set_caching_options(False)
+
+    return coderag_pipeline
+
+
+coderag_pipeline = build_pipeline()

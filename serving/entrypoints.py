@@ -1,0 +1,157 @@
+"""Command-line entry points of the three services (``coderag serve ...`` and ``python -m serving ...``).
+
+Each service's parser is built on ``kserve.model_server.parser``, so ``--http_port``, ``--grpc_port``,
+``--workers`` and ``--model_name`` mean what they mean in every KServe server; the service's own
+settings become flags named like its fields (``--index_dir``, ``--max_k`` ...). A flag left out falls
+back to the ``CODERAG_<SERVICE>_*`` environment variable, then to the default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import types
+import typing
+from pathlib import Path
+
+from pydantic import SecretStr, ValidationError
+
+from coderag.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+SERVICE_HELP = {
+    "retriever": "serve the encoder + FAISS index (KServe v1/v2): question -> top-k schema snippets",
+    "generator": "serve the local LLM on the OpenAI chat route /openai/v1/chat/completions",
+    "rag": "serve question -> SQL: retrieve, prompt, generate, guard, optionally execute and repair",
+}
+
+
+def _settings_class(service: str):
+    from serving.settings import GeneratorSettings, RagSettings, RetrieverSettings
+
+    return {"retriever": RetrieverSettings, "generator": GeneratorSettings, "rag": RagSettings}[service]
+
+
+def _default_model_name(service: str) -> str:
+    from serving.settings import DEFAULT_GENERATOR_NAME, DEFAULT_RAG_NAME, DEFAULT_RETRIEVER_NAME
+
+    return {"retriever": DEFAULT_RETRIEVER_NAME, "generator": DEFAULT_GENERATOR_NAME, "rag": DEFAULT_RAG_NAME}[service]
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _flag_type(annotation):
+    """The argparse ``type`` for a settings field annotation (``X | None`` -> ``X``)."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+    if annotation is bool:
+        return _parse_bool
+    if annotation in (int, float):
+        return annotation
+    if annotation is Path:
+        return Path
+    if annotation is SecretStr:
+        return str
+    return str
+
+
+def build_service_parser(service: str, prog: str | None = None) -> argparse.ArgumentParser:
+    """The full parser of one service: KServe's server flags plus one flag per settings field."""
+    from kserve.model_server import parser as kserve_parser
+
+    settings_cls = _settings_class(service)
+    parser = argparse.ArgumentParser(
+        prog=prog, parents=[kserve_parser], description=SERVICE_HELP[service],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog=f"Every CodeRAG flag may also be set as {settings_cls.model_config['env_prefix']}<FLAG> (upper case).",
+    )
+    group = parser.add_argument_group("CodeRAG settings")
+    for name, field in settings_cls.model_fields.items():
+        group.add_argument(f"--{name}", type=_flag_type(field.annotation), default=None,
+                           help=f"{field.description or name} (default: {field.default!r})")
+    parser.set_defaults(model_name=_default_model_name(service), service=service, func=run_service)
+    return parser
+
+
+def settings_from_args(service: str, args: argparse.Namespace):
+    """The service's settings from parsed flags; an invalid value raises :class:`ConfigError` in one line."""
+    settings_cls = _settings_class(service)
+    flags = {name: getattr(args, name, None) for name in settings_cls.model_fields}
+    try:
+        return settings_cls.from_flags(**flags)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err.get("loc", ())) or "settings"
+        raise ConfigError(f"invalid {service} setting {where}: {err.get('msg')} (flag --{where} or "
+                          f"{settings_cls.model_config['env_prefix']}{where.upper()})") from None
+
+
+def run_service(args: argparse.Namespace) -> int:
+    """Build the service's model(s) from ``args`` and serve until interrupted."""
+    from serving.server import run_model_server
+
+    service = args.service
+    settings = settings_from_args(service, args)
+    settings.log_startup(service)
+    if service == "retriever":
+        from serving.retriever import RetrieverModel
+
+        model = RetrieverModel(args.model_name, settings)
+        run_model_server([model], service=service, args=args, background_load=settings.background_load)
+    elif service == "generator":
+        from serving.generator import GeneratorModel, add_openai_routes
+
+        model = GeneratorModel(args.model_name, settings)
+        run_model_server([model], service=service, args=args, background_load=settings.background_load,
+                         add_routes=add_openai_routes)
+    else:
+        from serving.rag import RagModel
+
+        settings.check_retrieval_source()
+        model = RagModel(args.model_name, settings)
+        run_model_server([model], service=service, args=args)
+    return 0
+
+
+class LazyServiceParser(argparse.ArgumentParser):
+    """A sub-parser that imports KServe only when its service is actually chosen.
+
+    ``coderag --help`` and every other subcommand stay fast; ``coderag serve retriever ...`` parses
+    with :func:`build_service_parser`.
+    """
+
+    def __init__(self, *args, service: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.service = service
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self.service is None:
+            return super().parse_known_args(args, namespace)
+        return build_service_parser(self.service, prog=self.prog).parse_known_args(args, namespace)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m serving {retriever,generator,rag} [flags]``."""
+    import sys
+
+    from coderag.errors import CodeRAGError
+
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in SERVICE_HELP:
+        print(f"usage: python -m serving {{{','.join(SERVICE_HELP)}}} [flags] (--help for flags)", file=sys.stderr)
+        return 2
+    args = build_service_parser(argv[0], prog=f"python -m serving {argv[0]}").parse_args(argv[1:])
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        return run_service(args)
+    except CodeRAGError as exc:
+        print(f"coderag serve {argv[0]}: error: {exc}", file=sys.stderr)
+        return 2

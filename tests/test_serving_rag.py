@@ -1,0 +1,91 @@
+"""The question -> SQL endpoint over real retriever and generator services (and in-process retrieval)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+from kserve import InferenceRESTClient, RESTConfig
+from serving_harness import free_port, metric_value, scrape_metrics, start_service
+
+from serving import metrics
+
+MODEL = "coderag-rag"
+CONTEXT = ("CREATE TABLE patients (patient_id INT PRIMARY KEY, name TEXT, ward TEXT); "
+           "INSERT INTO patients VALUES (1, 'ann', 'a'), (2, 'bob', 'b'), (3, 'cy', 'a');")
+
+
+def _ask(service, body, model=MODEL):
+    async def call():
+        client = InferenceRESTClient(RESTConfig(protocol="v1", timeout=180))
+        try:
+            return await client.infer(service.url, body, model_name=model)
+        finally:
+            await client._client.aclose()
+
+    return asyncio.run(call())
+
+
+def test_question_to_guarded_sql_with_snippets_and_timings(rag_service):
+    # repair=false bounds the test to one generation; the repair loop itself is the core's (coderag.answer).
+    answer = _ask(rag_service, {"question": "How many patients are in each hospital ward?", "k": 2,
+                                "sql_context": CONTEXT, "repair": False})
+    assert answer["question"] == "How many patients are in each hospital ward?"
+    assert len(answer["snippets"]) == 2 and answer["snippets"][0]["domain"] == "hospital"
+    assert answer["snippets"][0]["score"] >= answer["snippets"][1]["score"]
+    guard = answer["guard"]
+    assert isinstance(guard["allowed"], bool) and guard["reason"].startswith(("allowed:", "refused:"))
+    if guard["allowed"]:
+        assert guard["statement_type"] in ("SELECT", "WITH", "UNION") and answer["sql"]
+        # Executed against the provided schema: either rows or SQLite's error.
+        assert answer["rows"] is not None or answer["execution_error"]
+    assert answer["timings_ms"]["retrieve"] > 0 and answer["timings_ms"]["generate"] > 0
+    assert "reply" in answer and answer["repaired"] is False
+
+
+def test_rag_metrics_after_a_question(rag_service):
+    _ask(rag_service, {"question": "Show the names of all patients."})
+    samples = scrape_metrics(rag_service.url)
+    for stage in ("retrieve", "generate"):
+        assert metric_value(samples, f"{metrics.STAGE_LATENCY}_count", service="rag", stage=stage) > 0
+    assert metric_value(samples, f"{metrics.TOP1_SCORE}_count", service="rag") > 0
+    outcomes = sum(metric_value(samples, name, service="rag") for name in (metrics.SQL_PARSE_FAILURES, metrics.GUARD_REFUSALS))
+    assert outcomes >= 0  # present (created at zero) even when every answer was allowed
+    assert metric_value(samples, metrics.MODEL_INFO, service="rag", llm="coderag-generator") == 1
+    assert metric_value(samples, metrics.REQUESTS, service="rag", route="v1_predict", code="200") >= 1
+
+
+def test_generator_unreachable_is_503_with_retrieval_included(serving_index_dir, tmp_path):
+    # In-process retrieval (index_dir) and a generator URL on which nothing listens.
+    dead = f"http://127.0.0.1:{free_port()}/openai/v1"
+    service = start_service("rag", ["--index_dir", str(serving_index_dir), "--generator_url", dead,
+                                    "--generator_timeout_s", "5"], tmp_path, model_name=MODEL)
+    try:
+        response = httpx.post(f"{service.url}/v1/models/{MODEL}:predict", timeout=120,
+                              json={"question": "Which flights leave from each origin?", "k": 2})
+        assert response.status_code == 503
+        body = response.json()
+        assert body["error"].startswith(f"generator unavailable: the LLM endpoint {dead} cannot be reached")
+        assert [s["rank"] for s in body["snippets"]] == [1, 2]
+        assert body["snippets"][0]["domain"] == "aviation"
+        assert "Traceback" not in response.text
+        samples = scrape_metrics(service.url)
+        assert metric_value(samples, metrics.GENERATOR_ERRORS, service="rag", kind="unavailable") == 1
+        assert metric_value(samples, f"{metrics.STAGE_LATENCY}_count", service="rag", stage="embed") >= 1
+    finally:
+        assert service.stop() == 0
+
+
+def test_retriever_unreachable_is_503(generator_service, tmp_path):
+    dead = f"http://127.0.0.1:{free_port()}"
+    service = start_service("rag", ["--retriever_url", dead, "--generator_url", f"{generator_service.url}/openai/v1"],
+                            tmp_path, model_name=MODEL)
+    try:
+        response = httpx.post(f"{service.url}/v1/models/{MODEL}:predict", json={"question": "hi there"}, timeout=60)
+        assert response.status_code == 503
+        assert response.json() == {
+            "error": f"the retriever at {dead} cannot be reached (ConnectError): check --retriever_url and that it is running",
+            "question": "hi there", "snippets": [],
+        }
+    finally:
+        service.stop()
