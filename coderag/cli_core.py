@@ -39,7 +39,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     s = _settings(args)
     report = run_main_job(corpus_source=s.corpus, n_records=s.n_records, encoder=s.encoder, out_dir=s.out_dir,
-                          k=s.k, n_eval=s.n_eval, question=s.question, generator=make_job_generator(s),
+                          k=s.k, n_eval=s.n_eval, question=s.question, generator_factory=lambda: make_job_generator(s),
                           seed=s.seed, max_new_tokens=s.max_new_tokens)
     print(render_main_report(report.to_dict()))
     print(f"index: {s.out_dir / 'index'}   results: {s.out_dir / 'results.json'}")

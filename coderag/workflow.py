@@ -66,9 +66,13 @@ def evaluate_retrieval(index: SchemaIndex, encoder_model, records: list[dict], r
 
 
 def run_main_job(*, corpus_source: str, n_records: int | None, encoder: str | None, out_dir: Path,
-                 k: int, n_eval: int, question: str, generator, seed: int = 0,
+                 k: int, n_eval: int, question: str, generator_factory, seed: int = 0,
                  batch_size: int = 64, max_new_tokens: int = 128) -> MainJobReport:
-    """Build corpus, index and scores end to end; write ``out_dir/index`` and ``out_dir/results.json``."""
+    """Build corpus, index and scores end to end; write ``out_dir/index`` and ``out_dir/results.json``.
+
+    ``generator_factory()`` is called only once the corpus has been read and the index built, so a bad
+    corpus fails fast without loading an LLM.
+    """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     records = load_corpus(corpus_source, limit=n_records, seed=seed)
@@ -96,6 +100,7 @@ def run_main_job(*, corpus_source: str, n_records: int | None, encoder: str | No
     retrieval = evaluate_retrieval(index, encoder_model, records, schema_corpus.record_to_snippet)
     timings["retrieval_eval"] = time.perf_counter() - t0
 
+    generator = generator_factory()
     eval_records = sample_eval_records(records, n_eval, seed)
     t0 = time.perf_counter()
     hits = retrieve_schemas(index, encoder_model, [r["sql_prompt"] for r in eval_records], k=k)
