@@ -8,6 +8,10 @@ Builds a 100k-snippet index (synthetic, varied CREATE TABLE strings), starts the
   (what an application would do without a server);
 * in-process batched: all queries in one ``encode`` + one ``search`` call (the upper bound).
 
+Both paths use ``--threads`` torch/OpenMP threads (default 1): on a CPU shared with other work, OpenMP's
+spin-waiting makes 2 threads on 2 busy cores 10-40x slower than 1, which would measure the machine, not
+the service.
+
 Prints throughput (queries/s), p50/p99 latency and the ratio service / in-process (goal >= 0.8).
 
 Encoding 100k snippets takes many minutes on 2 CPU cores, so by default only ``--encode`` of them are
@@ -163,9 +167,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries", type=int, default=800)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--k", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch/OpenMP threads in both paths (OpenMP spin-waits badly on an oversubscribed CPU)")
     args = parser.parse_args(argv)
 
     import torch
+
+    torch.set_num_threads(args.threads)
 
     from coderag.encoder import load_encoder
     from coderag.index import SchemaIndex
@@ -185,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-retriever-") as tmp:
         index_dir = index.save(Path(tmp) / "index")
         service = start_service("retriever", ["--index_dir", str(index_dir), "--max_batch_size", "64"], Path(tmp),
-                                model_name="coderag-retriever", env={"OMP_NUM_THREADS": str(torch.get_num_threads())})
+                                model_name="coderag-retriever", env={"OMP_NUM_THREADS": str(args.threads)})
         try:
             # Warm both paths, then alternate service / in-process so drift in machine load hits both.
             run_in_process(encoder, index, questions[: args.clients * 2], args.clients, args.k)

@@ -63,7 +63,7 @@ def start_service(service: str, flags: list[str], log_dir: Path, *, model_name: 
     command = [sys.executable, "-m", "serving", service, "--http_port", str(port), "--grpc_port", str(free_port()),
                "--enable_grpc", "false", "--model_name", model_name, *flags]
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-                "OMP_NUM_THREADS": "2", **(env or {})}
+                "OMP_NUM_THREADS": "1", **(env or {})}
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(command, cwd=REPO_ROOT, env=full_env, stdout=log_file, stderr=subprocess.STDOUT)
     handle = ServiceProcess(service, model_name, port, process, log_path)
