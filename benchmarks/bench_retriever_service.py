@@ -38,19 +38,56 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 _DOMAINS = (
     ("hospital", ["patients", "wards", "admissions"], ["patient_id INT", "name TEXT", "birth_date DATE", "ward TEXT"]),
-    ("finance", ["transactions", "accounts", "loans"], ["txn_id INT", "account_id INT", "amount DECIMAL(10,2)", "posted_at DATE"]),
-    ("retail", ["orders", "customers", "products"], ["order_id INT", "customer_id INT", "total DECIMAL(10,2)", "order_date DATE"]),
+    (
+        "finance",
+        ["transactions", "accounts", "loans"],
+        ["txn_id INT", "account_id INT", "amount DECIMAL(10,2)", "posted_at DATE"],
+    ),
+    (
+        "retail",
+        ["orders", "customers", "products"],
+        ["order_id INT", "customer_id INT", "total DECIMAL(10,2)", "order_date DATE"],
+    ),
     ("education", ["students", "courses", "grades"], ["student_id INT", "full_name TEXT", "gpa REAL", "major TEXT"]),
-    ("aviation", ["flights", "airports", "crews"], ["flight_id INT", "origin TEXT", "destination TEXT", "departure TIMESTAMP"]),
-    ("energy", ["power_plants", "turbines", "grids"], ["plant_id INT", "fuel_type TEXT", "capacity_mw REAL", "country TEXT"]),
+    (
+        "aviation",
+        ["flights", "airports", "crews"],
+        ["flight_id INT", "origin TEXT", "destination TEXT", "departure TIMESTAMP"],
+    ),
+    (
+        "energy",
+        ["power_plants", "turbines", "grids"],
+        ["plant_id INT", "fuel_type TEXT", "capacity_mw REAL", "country TEXT"],
+    ),
     ("music", ["albums", "artists", "tracks"], ["album_id INT", "artist TEXT", "title TEXT", "release_year INT"]),
-    ("logistics", ["shipments", "warehouses", "carriers"], ["shipment_id INT", "warehouse_id INT", "weight_kg REAL", "shipped_on DATE"]),
+    (
+        "logistics",
+        ["shipments", "warehouses", "carriers"],
+        ["shipment_id INT", "warehouse_id INT", "weight_kg REAL", "shipped_on DATE"],
+    ),
     ("sports", ["matches", "teams", "players"], ["match_id INT", "home_team TEXT", "away_team TEXT", "home_score INT"]),
-    ("cybersecurity", ["incidents", "systems", "alerts"], ["incident_id INT", "severity TEXT", "detected_at TIMESTAMP", "system TEXT"]),
+    (
+        "cybersecurity",
+        ["incidents", "systems", "alerts"],
+        ["incident_id INT", "severity TEXT", "detected_at TIMESTAMP", "system TEXT"],
+    ),
 )
-_EXTRA = ["region TEXT", "status TEXT", "created_by INT", "notes TEXT", "score REAL", "updated_at TIMESTAMP", "budget REAL"]
-_QUESTIONS = ["How many {t} are there per {c}?", "What is the average {c} of {t}?", "List the {t} with the highest {c}.",
-              "Show every {c} of the {d} {t}.", "Which {t} were created last year?"]
+_EXTRA = [
+    "region TEXT",
+    "status TEXT",
+    "created_by INT",
+    "notes TEXT",
+    "score REAL",
+    "updated_at TIMESTAMP",
+    "budget REAL",
+]
+_QUESTIONS = [
+    "How many {t} are there per {c}?",
+    "What is the average {c} of {t}?",
+    "List the {t} with the highest {c}.",
+    "Show every {c} of the {d} {t}.",
+    "Which {t} were created last year?",
+]
 
 
 def synthetic_snippets(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
@@ -74,7 +111,9 @@ def synthetic_questions(n: int, seed: int = 1) -> list[str]:
     for i in range(n):
         domain, tables, columns = _DOMAINS[int(rng.integers(len(_DOMAINS)))]
         column = columns[int(rng.integers(1, len(columns)))].split()[0]
-        out.append(_QUESTIONS[i % len(_QUESTIONS)].format(t=tables[int(rng.integers(3))], c=column, d=domain) + f" #{i}")
+        out.append(
+            _QUESTIONS[i % len(_QUESTIONS)].format(t=tables[int(rng.integers(3))], c=column, d=domain) + f" #{i}"
+        )
     return out
 
 
@@ -98,8 +137,16 @@ def build_vectors(encoder, snippets: list[str], n_encode: int, seed: int = 0) ->
 def summarize(name: str, latencies: list[float], seconds: float) -> dict:
     latencies = sorted(latencies)
     p99 = latencies[min(len(latencies) - 1, int(round(0.99 * (len(latencies) - 1))))]
-    result = {"name": name, "qps": len(latencies) / seconds, "p50_ms": statistics.median(latencies) * 1000, "p99_ms": p99 * 1000}
-    print(f"{name:<28} {result['qps']:8.1f} q/s   p50 {result['p50_ms']:7.1f} ms   p99 {result['p99_ms']:7.1f} ms", flush=True)
+    result = {
+        "name": name,
+        "qps": len(latencies) / seconds,
+        "p50_ms": statistics.median(latencies) * 1000,
+        "p99_ms": p99 * 1000,
+    }
+    print(
+        f"{name:<28} {result['qps']:8.1f} q/s   p50 {result['p50_ms']:7.1f} ms   p99 {result['p99_ms']:7.1f} ms",
+        flush=True,
+    )
     return result
 
 
@@ -163,37 +210,54 @@ def run_service(url: str, model: str, questions: list[str], clients: int, k: int
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--snippets", type=int, default=100_000)
-    parser.add_argument("--encode", type=int, default=4000, help="snippets encoded for real; the rest are tiled+perturbed")
+    parser.add_argument(
+        "--encode", type=int, default=4000, help="snippets encoded for real; the rest are tiled+perturbed"
+    )
     parser.add_argument("--queries", type=int, default=800)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--k", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch/OpenMP threads in both paths (OpenMP spin-waits badly on an oversubscribed CPU)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch/OpenMP threads in both paths (OpenMP spin-waits badly on an oversubscribed CPU)",
+    )
     args = parser.parse_args(argv)
 
     import torch
 
     torch.set_num_threads(args.threads)
 
+    from serving_harness import start_service
+
     from coderag.encoder import load_encoder
     from coderag.index import SchemaIndex
-    from serving_harness import start_service
 
     encoder = load_encoder()
     snippets, domains = synthetic_snippets(args.snippets)
     vectors, n_real = build_vectors(encoder, snippets, args.encode)
     if n_real < len(snippets):
-        print(f"NOTE: {n_real} of {len(snippets)} vectors come from the encoder; the other {len(snippets) - n_real} are "
-              "those tiled with Gaussian noise (sd 0.02) and re-normalized, to keep the benchmark short on 2 cores")
+        print(
+            f"NOTE: {n_real} of {len(snippets)} vectors come from the encoder; the other {len(snippets) - n_real} are "
+            "those tiled with Gaussian noise (sd 0.02) and re-normalized, to keep the benchmark short on 2 cores"
+        )
     index = SchemaIndex.from_vectors(vectors, snippets, domains, encoder_name="builtin:all-MiniLM-L6-v2")
     questions = synthetic_questions(args.queries)
-    print(f"index: {index.count} snippets, dim {index.dim}; {len(questions)} queries, k={args.k}, "
-          f"torch threads {torch.get_num_threads()}", flush=True)
+    print(
+        f"index: {index.count} snippets, dim {index.dim}; {len(questions)} queries, k={args.k}, "
+        f"torch threads {torch.get_num_threads()}",
+        flush=True,
+    )
 
     with tempfile.TemporaryDirectory(prefix="bench-retriever-") as tmp:
         index_dir = index.save(Path(tmp) / "index")
-        service = start_service("retriever", ["--index_dir", str(index_dir), "--max_batch_size", "64"], Path(tmp),
-                                model_name="coderag-retriever", env={"OMP_NUM_THREADS": str(args.threads)})
+        service = start_service(
+            "retriever",
+            ["--index_dir", str(index_dir), "--max_batch_size", "64"],
+            Path(tmp),
+            model_name="coderag-retriever",
+            env={"OMP_NUM_THREADS": str(args.threads)},
+        )
         try:
             # Warm both paths, then alternate service / in-process so drift in machine load hits both.
             run_in_process(encoder, index, questions[: args.clients * 2], args.clients, args.k)
@@ -206,7 +270,10 @@ def main(argv: list[str] | None = None) -> int:
     batched = run_batched(encoder, index, questions, args.k)
     service_qps = max(served["qps"], served2["qps"])
     local_qps = max(local["qps"], local2["qps"])
-    print(f"\nthroughput ratio service / in-process ({args.clients} concurrent): {service_qps / local_qps:.2f} (goal >= 0.8)")
+    print(
+        f"\nthroughput ratio service / in-process ({args.clients} concurrent): "
+        f"{service_qps / local_qps:.2f} (goal >= 0.8)"
+    )
     print(f"throughput ratio service / in-process one batch (upper bound): {service_qps / batched['qps']:.2f}")
     return 0
 

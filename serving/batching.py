@@ -36,8 +36,13 @@ class MicroBatcher:
     ``k`` of the batch; callers trim their own results to their ``k``.
     """
 
-    def __init__(self, run_batch: BatchFunction, max_batch_size: int = 64, max_wait_s: float = 0.002,
-                 on_batch: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        run_batch: BatchFunction,
+        max_batch_size: int = 64,
+        max_wait_s: float = 0.002,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
         self._run_batch = run_batch
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
@@ -101,7 +106,7 @@ class MicroBatcher:
             offset = 0
             for item in batch:
                 if not item.future.done():
-                    item.future.set_result(list(results[offset:offset + len(item.texts)]))
+                    item.future.set_result(list(results[offset : offset + len(item.texts)]))
                 offset += len(item.texts)
 
     def close(self) -> None:

@@ -69,14 +69,20 @@ def build_service_parser(service: str, prog: str | None = None) -> argparse.Argu
 
     settings_cls = _settings_class(service)
     parser = argparse.ArgumentParser(
-        prog=prog, parents=[kserve_parser], description=SERVICE_HELP[service],
+        prog=prog,
+        parents=[kserve_parser],
+        description=SERVICE_HELP[service],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         epilog=f"Every CodeRAG flag may also be set as {settings_cls.model_config['env_prefix']}<FLAG> (upper case).",
     )
     group = parser.add_argument_group("CodeRAG settings")
     for name, field in settings_cls.model_fields.items():
-        group.add_argument(f"--{name}", type=_flag_type(field.annotation), default=None,
-                           help=f"{field.description or name} (default: {field.default!r})")
+        group.add_argument(
+            f"--{name}",
+            type=_flag_type(field.annotation),
+            default=None,
+            help=f"{field.description or name} (default: {field.default!r})",
+        )
     parser.set_defaults(model_name=_default_model_name(service), service=service, func=run_service)
     return parser
 
@@ -90,8 +96,10 @@ def settings_from_args(service: str, args: argparse.Namespace):
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err.get("loc", ())) or "settings"
-        raise ConfigError(f"invalid {service} setting {where}: {err.get('msg')} (flag --{where} or "
-                          f"{settings_cls.model_config['env_prefix']}{where.upper()})") from None
+        raise ConfigError(
+            f"invalid {service} setting {where}: {err.get('msg')} (flag --{where} or "
+            f"{settings_cls.model_config['env_prefix']}{where.upper()})"
+        ) from None
 
 
 def run_service(args: argparse.Namespace) -> int:
@@ -110,8 +118,9 @@ def run_service(args: argparse.Namespace) -> int:
         from serving.generator import GeneratorModel, add_openai_routes
 
         model = GeneratorModel(args.model_name, settings)
-        run_model_server([model], service=service, args=args, background_load=settings.background_load,
-                         add_routes=add_openai_routes)
+        run_model_server(
+            [model], service=service, args=args, background_load=settings.background_load, add_routes=add_openai_routes
+        )
     else:
         from serving.rag import RagModel
 

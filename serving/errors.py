@@ -54,7 +54,7 @@ def route_family(path: str) -> str:
 
 
 def error_body(path: str, status: int, message: str) -> dict:
-    """The JSON error body: KServe's ``{"error": msg}``, or OpenAI's ``{"error": {"message": ...}}`` on /openai routes."""
+    """The JSON error body: KServe's ``{"error": msg}``; on /openai routes OpenAI's ``{"error": {"message": ...}}``."""
     if path.startswith("/openai/"):
         kind = "invalid_request_error" if status < 500 else "server_error"
         return {"error": {"message": message, "type": kind, "param": None, "code": status}}
@@ -68,7 +68,8 @@ def describe_json_problem(body: bytes) -> str | None:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return f"request body is not valid UTF-8 (byte 0x{body[exc.start]:02x} at position {exc.start}): encode the JSON as UTF-8"
+        where = f"byte 0x{body[exc.start]:02x} at position {exc.start}"
+        return f"request body is not valid UTF-8 ({where}): encode the JSON as UTF-8"
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -104,7 +105,11 @@ class RequestGuardMiddleware:
 
         started = time.perf_counter()
         try:
-            if scope.get("method") == "POST" and path.startswith(_INFERENCE_PREFIXES) and not _has_header(scope, _BINARY_HEADER):
+            if (
+                scope.get("method") == "POST"
+                and path.startswith(_INFERENCE_PREFIXES)
+                and not _has_header(scope, _BINARY_HEADER)
+            ):
                 body = await _read_body(receive)
                 problem = describe_json_problem(body)
                 if problem is not None:
@@ -170,7 +175,9 @@ class PartialResultError(Exception):
 
 async def _partial_result_handler(request: Request, exc: PartialResultError) -> JSONResponse:
     log.warning("request failed part-way status=%d path=%s error=%s", exc.status, request.url.path, exc)
-    return JSONResponse(status_code=exc.status, content={**error_body(request.url.path, exc.status, str(exc)), **exc.partial})
+    return JSONResponse(
+        status_code=exc.status, content={**error_body(request.url.path, exc.status, str(exc)), **exc.partial}
+    )
 
 
 def status_for(exc: CodeRAGError) -> int:

@@ -51,8 +51,11 @@ class GeneratorModel(ServiceModel):
         if self.generator is None:
             from coderag.generation import LocalTransformersGenerator
 
-            self.generator = LocalTransformersGenerator(model_path=self.settings.model_path, gguf_file=self.settings.gguf_file,
-                                                        max_new_tokens=self.settings.max_tokens_limit)
+            self.generator = LocalTransformersGenerator(
+                model_path=self.settings.model_path,
+                gguf_file=self.settings.gguf_file,
+                max_new_tokens=self.settings.max_tokens_limit,
+            )
         metrics.set_model_info(SERVICE, model_name=self.name, llm=getattr(self.generator, "model_name", "unknown"))
         self.ready = True
         return self.ready
@@ -63,14 +66,16 @@ class GeneratorModel(ServiceModel):
             raise ChatRequestError("request body must be a JSON object")
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
-            raise ChatRequestError("'messages' must be a non-empty list of {\"role\", \"content\"} objects")
+            raise ChatRequestError('\'messages\' must be a non-empty list of {"role", "content"} objects')
         parsed, chars = [], 0
         for i, message in enumerate(messages):
             if not isinstance(message, dict) or message.get("role") not in _ROLES:
                 raise ChatRequestError(f"messages[{i}] must have a role in {', '.join(_ROLES)}")
             content = message.get("content")
             if isinstance(content, list):  # the content-parts form: only text parts can be served here
-                if not all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in content):
+                if not all(
+                    isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in content
+                ):
                     raise ChatRequestError(f"messages[{i}].content may only hold text parts")
                 content = "".join(p["text"] for p in content)
             if not isinstance(content, str):
@@ -78,7 +83,9 @@ class GeneratorModel(ServiceModel):
             chars += len(content)
             parsed.append({"role": message["role"], "content": content})
         if chars > self.settings.max_prompt_chars:
-            raise ChatRequestError(f"the messages hold {chars} characters, the limit is {self.settings.max_prompt_chars}: shorten them")
+            raise ChatRequestError(
+                f"the messages hold {chars} characters, the limit is {self.settings.max_prompt_chars}: shorten them"
+            )
         if body.get("stream"):
             raise ChatRequestError("streaming is not supported by this server: send stream=false")
         if body.get("n", 1) not in (1, None):
@@ -99,8 +106,9 @@ class GeneratorModel(ServiceModel):
         """One chat completion in the OpenAI wire format (``openai.types.chat.ChatCompletion``)."""
         t0 = time.perf_counter()
         try:
-            result = await asyncio.to_thread(self.generator.generate_chat, messages, max_tokens=max_tokens,
-                                             temperature=temperature)
+            result = await asyncio.to_thread(
+                self.generator.generate_chat, messages, max_tokens=max_tokens, temperature=temperature
+            )
         except Exception:
             metrics.generator_errors.labels(service=SERVICE, kind="error").inc()
             raise
@@ -111,10 +119,19 @@ class GeneratorModel(ServiceModel):
             "object": "chat.completion",
             "created": int(time.time()),
             "model": self.name,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": result.text},
-                         "finish_reason": result.finish_reason, "logprobs": None}],
-            "usage": {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
-                      "total_tokens": result.prompt_tokens + result.completion_tokens},
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": result.text},
+                    "finish_reason": result.finish_reason,
+                    "logprobs": None,
+                }
+            ],
+            "usage": {
+                "prompt_tokens": result.prompt_tokens,
+                "completion_tokens": result.completion_tokens,
+                "total_tokens": result.prompt_tokens + result.completion_tokens,
+            },
         }
 
 
@@ -150,9 +167,13 @@ def add_openai_routes(app, server) -> None:
             return _error(500, str(exc))
 
     async def list_models():
-        return {"object": "list", "data": [
-            {"id": name, "object": "model", "created": m.created, "owned_by": "coderag"} for name, m in _generators().items()
-        ]}
+        return {
+            "object": "list",
+            "data": [
+                {"id": name, "object": "model", "created": m.created, "owned_by": "coderag"}
+                for name, m in _generators().items()
+            ],
+        }
 
     app.add_api_route(CHAT_ROUTE, chat_completions, methods=["POST"], response_model=None)
     app.add_api_route(MODELS_ROUTE, list_models, methods=["GET"], response_model=None)

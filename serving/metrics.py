@@ -20,7 +20,9 @@ GUARD_REFUSALS = "coderag_guard_refusals_total"  # counter; labels: service
 GENERATOR_ERRORS = "coderag_generator_errors_total"  # counter; labels: service, kind (unavailable|error)
 EXECUTION_ERRORS = "coderag_sql_execution_errors_total"  # counter; labels: service
 INDEX_SIZE = "coderag_index_size"  # gauge (snippets in the loaded index); labels: service
-MODEL_INFO = "coderag_model_info"  # info (value 1); labels: service, model_name, encoder, index_dim, index_created_at, llm
+MODEL_INFO = (
+    "coderag_model_info"  # info (value 1); labels: service, model_name, encoder, index_dim, index_created_at, llm
+)
 
 STAGES = ("embed", "search", "retrieve", "generate", "execute", "repair", "total")
 SERVICES = ("retriever", "generator", "rag")
@@ -30,24 +32,42 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 _SCORE_BUCKETS = tuple(round(0.1 * i, 1) for i in range(-2, 11))
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 
-stage_latency = Histogram(STAGE_LATENCY, "Latency of one pipeline stage in seconds", ["service", "stage"],
-                          buckets=_LATENCY_BUCKETS)
+stage_latency = Histogram(
+    STAGE_LATENCY, "Latency of one pipeline stage in seconds", ["service", "stage"], buckets=_LATENCY_BUCKETS
+)
 requests_total = Counter(REQUESTS, "HTTP requests answered, by route and status code", ["service", "route", "code"])
-top1_score = Histogram(TOP1_SCORE, "Cosine score of the best retrieved schema per query", ["service"],
-                       buckets=_SCORE_BUCKETS)
+top1_score = Histogram(
+    TOP1_SCORE, "Cosine score of the best retrieved schema per query", ["service"], buckets=_SCORE_BUCKETS
+)
 empty_results = Counter(EMPTY_RESULTS, "Queries for which retrieval returned no schema", ["service"])
-batch_size = Histogram(BATCH_SIZE, "Queries embedded and searched together in one micro-batch", ["service"],
-                       buckets=_BATCH_BUCKETS)
-sql_parse_failures = Counter(SQL_PARSE_FAILURES, "Generated replies whose SQL could not be extracted or parsed", ["service"])
+batch_size = Histogram(
+    BATCH_SIZE, "Queries embedded and searched together in one micro-batch", ["service"], buckets=_BATCH_BUCKETS
+)
+sql_parse_failures = Counter(
+    SQL_PARSE_FAILURES, "Generated replies whose SQL could not be extracted or parsed", ["service"]
+)
 guard_refusals = Counter(GUARD_REFUSALS, "Generated SQL refused by the read-only guard", ["service"])
-generator_errors = Counter(GENERATOR_ERRORS, "Failed generator calls (unavailable: unreachable/5xx)", ["service", "kind"])
+generator_errors = Counter(
+    GENERATOR_ERRORS, "Failed generator calls (unavailable: unreachable/5xx)", ["service", "kind"]
+)
 execution_errors = Counter(EXECUTION_ERRORS, "Guarded SQL that failed to execute on the provided schema", ["service"])
 index_size = Gauge(INDEX_SIZE, "Schema snippets in the loaded FAISS index", ["service"])
 # Info appends "_info" to its name.
 model_info = Info(MODEL_INFO.removesuffix("_info"), "What the service serves (model and index versions)", ["service"])
 
-ALL_METRIC_NAMES = (STAGE_LATENCY, REQUESTS, TOP1_SCORE, EMPTY_RESULTS, BATCH_SIZE, SQL_PARSE_FAILURES,
-                    GUARD_REFUSALS, GENERATOR_ERRORS, EXECUTION_ERRORS, INDEX_SIZE, MODEL_INFO)
+ALL_METRIC_NAMES = (
+    STAGE_LATENCY,
+    REQUESTS,
+    TOP1_SCORE,
+    EMPTY_RESULTS,
+    BATCH_SIZE,
+    SQL_PARSE_FAILURES,
+    GUARD_REFUSALS,
+    GENERATOR_ERRORS,
+    EXECUTION_ERRORS,
+    INDEX_SIZE,
+    MODEL_INFO,
+)
 
 
 def init_service_series(service: str) -> None:
@@ -67,4 +87,3 @@ def init_service_series(service: str) -> None:
 def set_model_info(service: str, **labels: object) -> None:
     """Publish what ``service`` serves as ``coderag_model_info{service=..., <labels>} 1``."""
     model_info.labels(service=service).info({k: "" if v is None else str(v) for k, v in labels.items()})
-

@@ -48,7 +48,9 @@ class RetrieverUnavailable(CodeRAGError):
 class RagModel(ServiceModel):
     """Question -> SQL over a retriever (HTTP or in-process) and an OpenAI-compatible generator."""
 
-    def __init__(self, name: str, settings: RagSettings, *, generator=None, retriever: RetrieverModel | None = None) -> None:
+    def __init__(
+        self, name: str, settings: RagSettings, *, generator=None, retriever: RetrieverModel | None = None
+    ) -> None:
         super().__init__(name)
         self.settings = settings
         self.generator = generator
@@ -64,18 +66,30 @@ class RagModel(ServiceModel):
             from coderag.generation import OpenAIChatGenerator
 
             # One retry: an unreachable generator should turn into a 503 within seconds, not minutes.
-            self.generator = OpenAIChatGenerator(base_url=settings.generator_url, model=settings.generator_model,
-                                                 api_key=settings.generator_api_key.get_secret_value() or None,
-                                                 timeout=settings.generator_timeout_s, max_retries=1)
+            self.generator = OpenAIChatGenerator(
+                base_url=settings.generator_url,
+                model=settings.generator_model,
+                api_key=settings.generator_api_key.get_secret_value() or None,
+                timeout=settings.generator_timeout_s,
+                max_retries=1,
+            )
         if settings.retriever_url is None and self.local_retriever is None:
-            retriever_settings = RetrieverSettings(index_dir=settings.index_dir, encoder=settings.encoder,
-                                                   max_k=settings.max_k, default_k=min(settings.default_k, settings.max_k),
-                                                   max_question_chars=settings.max_question_chars)
+            retriever_settings = RetrieverSettings(
+                index_dir=settings.index_dir,
+                encoder=settings.encoder,
+                max_k=settings.max_k,
+                default_k=min(settings.default_k, settings.max_k),
+                max_question_chars=settings.max_question_chars,
+            )
             self.local_retriever = RetrieverModel(f"{self.name}-retriever", retriever_settings, service=SERVICE)
         if self.local_retriever is not None and not self.local_retriever.ready:
             self.local_retriever.load()
-        metrics.set_model_info(SERVICE, model_name=self.name, llm=settings.generator_model,
-                               retriever=settings.retriever_url or "in-process")
+        metrics.set_model_info(
+            SERVICE,
+            model_name=self.name,
+            llm=settings.generator_model,
+            retriever=settings.retriever_url or "in-process",
+        )
         self.ready = True
         return self.ready
 
@@ -83,12 +97,16 @@ class RagModel(ServiceModel):
     def parse_request(self, payload: Any) -> dict:
         """The validated request fields, or :class:`InvalidInput` naming the problem."""
         if not isinstance(payload, dict):
-            raise InvalidInput(f"request body must be a JSON object like {_EXAMPLE} (send Content-Type: application/json)")
+            raise InvalidInput(
+                f"request body must be a JSON object like {_EXAMPLE} (send Content-Type: application/json)"
+            )
         if "question" not in payload:
             raise InvalidInput(f'request body lacks "question": send {_EXAMPLE}')
         unknown = sorted(set(payload) - _FIELDS)
         if unknown:
-            raise InvalidInput(f"unknown field(s) {', '.join(unknown)}: accepted fields are {', '.join(sorted(_FIELDS))}")
+            raise InvalidInput(
+                f"unknown field(s) {', '.join(unknown)}: accepted fields are {', '.join(sorted(_FIELDS))}"
+            )
         try:
             question = validate_question(payload["question"], max_chars=self.settings.max_question_chars)
         except QuestionError as exc:
@@ -101,8 +119,10 @@ class RagModel(ServiceModel):
             if not isinstance(sql_context, str) or not sql_context.strip():
                 raise InvalidInput("sql_context must be a non-empty string of CREATE TABLE / INSERT statements")
             if len(sql_context) > self.settings.max_sql_context_chars:
-                raise InvalidInput(f"sql_context is {len(sql_context)} characters long, the limit is "
-                                   f"{self.settings.max_sql_context_chars}")
+                raise InvalidInput(
+                    f"sql_context is {len(sql_context)} characters long, the limit is "
+                    f"{self.settings.max_sql_context_chars}"
+                )
             try:  # a broken schema is the caller's error, not something the LLM should be asked to repair
                 sqlite_from_context(sql_context, timeout_s=self.settings.execute_timeout_s).close()
             except CodeRAGError as exc:
@@ -121,20 +141,31 @@ class RagModel(ServiceModel):
         from kserve import InferenceRESTClient, RESTConfig
 
         if self._client is None:
-            self._client = InferenceRESTClient(RESTConfig(protocol="v1", retries=1, timeout=self.settings.retriever_timeout_s))
+            self._client = InferenceRESTClient(
+                RESTConfig(protocol="v1", retries=1, timeout=self.settings.retriever_timeout_s)
+            )
         try:
-            response = await self._client.infer(self.settings.retriever_url, {"instances": [{"query": question, "k": k}]},
-                                                model_name=self.settings.retriever_model)
+            response = await self._client.infer(
+                self.settings.retriever_url,
+                {"instances": [{"query": question, "k": k}]},
+                model_name=self.settings.retriever_model,
+            )
         except httpx.HTTPStatusError as exc:
-            raise RetrieverUnavailable(f"the retriever at {self.settings.retriever_url} answered HTTP "
-                                       f"{exc.response.status_code}: {exc.response.text[:300]}") from exc
+            raise RetrieverUnavailable(
+                f"the retriever at {self.settings.retriever_url} answered HTTP "
+                f"{exc.response.status_code}: {exc.response.text[:300]}"
+            ) from exc
         except httpx.HTTPError as exc:
-            raise RetrieverUnavailable(f"the retriever at {self.settings.retriever_url} cannot be reached "
-                                       f"({type(exc).__name__}): check --retriever_url and that it is running") from exc
+            raise RetrieverUnavailable(
+                f"the retriever at {self.settings.retriever_url} cannot be reached "
+                f"({type(exc).__name__}): check --retriever_url and that it is running"
+            ) from exc
         try:
             snippets = response["predictions"][0]["results"]
         except (KeyError, IndexError, TypeError) as exc:
-            raise RetrieverUnavailable(f"the retriever at {self.settings.retriever_url} sent an unexpected answer") from exc
+            raise RetrieverUnavailable(
+                f"the retriever at {self.settings.retriever_url} sent an unexpected answer"
+            ) from exc
         if snippets:
             metrics.top1_score.labels(service=SERVICE).observe(float(snippets[0]["score"]))
         else:
@@ -154,9 +185,15 @@ class RagModel(ServiceModel):
         metrics.stage_latency.labels(service=SERVICE, stage="retrieve").observe(retrieve_s)
         try:
             answer: Answer = await asyncio.to_thread(
-                answer_from_schemas, question, [s["text"] for s in snippets], self.generator,
-                sql_context=request["sql_context"], repair=request["repair"], max_tokens=self.settings.max_tokens,
-                timeout_s=self.settings.execute_timeout_s)
+                answer_from_schemas,
+                question,
+                [s["text"] for s in snippets],
+                self.generator,
+                sql_context=request["sql_context"],
+                repair=request["repair"],
+                max_tokens=self.settings.max_tokens,
+                timeout_s=self.settings.execute_timeout_s,
+            )
         except GeneratorUnavailable as exc:
             metrics.generator_errors.labels(service=SERVICE, kind="unavailable").inc()
             partial = {"question": question, "snippets": snippets, "timings_ms": {"retrieve": retrieve_s * 1000}}
@@ -171,8 +208,7 @@ class RagModel(ServiceModel):
         return {
             "question": question,
             "sql": result["sql"],
-            "guard": {"allowed": answer.allowed, "reason": answer.guard_reason,
-                      "statement_type": kind},
+            "guard": {"allowed": answer.allowed, "reason": answer.guard_reason, "statement_type": kind},
             "snippets": snippets,
             "reply": result["reply"],
             "rows": result["rows"],

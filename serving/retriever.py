@@ -41,8 +41,15 @@ _V1_EXAMPLE = '{"instances": [{"query": "How many orders were placed in 2023?", 
 class RetrieverModel(ServiceModel):
     """Encoder + :class:`~coderag.index.SchemaIndex` behind KServe's v1/v2 inference protocols."""
 
-    def __init__(self, name: str, settings: RetrieverSettings, *, index: SchemaIndex | None = None,
-                 encoder_model=None, service: str = SERVICE) -> None:
+    def __init__(
+        self,
+        name: str,
+        settings: RetrieverSettings,
+        *,
+        index: SchemaIndex | None = None,
+        encoder_model=None,
+        service: str = SERVICE,
+    ) -> None:
         super().__init__(name)
         self.settings = settings
         self.service = service
@@ -63,13 +70,22 @@ class RetrieverModel(ServiceModel):
             self.encoder_model = load_encoder(encoder or self.index.encoder_name)
         # Raises SchemaIndexError (with the rebuild hint) when the encoder's dim differs from the index's.
         self.index.check_compatible(self.encoder_model)
-        self.batcher = MicroBatcher(self.search_batch, max_batch_size=self.settings.max_batch_size,
-                                    max_wait_s=self.settings.batch_wait_ms / 1000.0,
-                                    on_batch=metrics.batch_size.labels(service=self.service).observe)
+        self.batcher = MicroBatcher(
+            self.search_batch,
+            max_batch_size=self.settings.max_batch_size,
+            max_wait_s=self.settings.batch_wait_ms / 1000.0,
+            on_batch=metrics.batch_size.labels(service=self.service).observe,
+        )
         metrics.index_size.labels(service=self.service).set(self.index.count)
-        metrics.set_model_info(self.service, model_name=self.name, encoder=self.index.encoder_name,
-                               encoder_fingerprint=self.index.encoder_fingerprint, index_dim=self.index.dim,
-                               index_count=self.index.count, index_created_at=self.index.created_at)
+        metrics.set_model_info(
+            self.service,
+            model_name=self.name,
+            encoder=self.index.encoder_name,
+            encoder_fingerprint=self.index.encoder_fingerprint,
+            index_dim=self.index.dim,
+            index_count=self.index.count,
+            index_created_at=self.index.created_at,
+        )
         self.ready = True
         log.info("retriever ready name=%s count=%d dim=%d", self.name, self.index.count, self.index.dim)
         return self.ready
@@ -92,10 +108,13 @@ class RetrieverModel(ServiceModel):
         metrics.stage_latency.labels(stage="embed", **labels).observe(t1 - t0)
         metrics.stage_latency.labels(stage="search", **labels).observe(t2 - t1)
         results = []
-        for row_scores, row_ids in zip(scores.tolist(), ids.tolist()):
-            kept = [(s, i) for s, i in zip(row_scores, row_ids) if i >= 0 and (floor is None or s >= floor)]
+        for row_scores, row_ids in zip(scores.tolist(), ids.tolist(), strict=True):
+            pairs = zip(row_scores, row_ids, strict=True)
+            kept = [(s, i) for s, i in pairs if i >= 0 and (floor is None or s >= floor)]
             hits = [
-                RetrievedSchema(rank=r + 1, snippet_id=i, score=s, text=self.index.snippets[i], domain=self.index.domains[i])
+                RetrievedSchema(
+                    rank=r + 1, snippet_id=i, score=s, text=self.index.snippets[i], domain=self.index.domains[i]
+                )
                 for r, (s, i) in enumerate(kept)
             ]
             if hits:
@@ -123,7 +142,7 @@ class RetrieverModel(ServiceModel):
         return {
             "predictions": [
                 {"query": q, "k": k, "results": [h.to_dict() for h in hits[:k]]}
-                for q, k, hits in zip(queries, ks, results)
+                for q, k, hits in zip(queries, ks, results, strict=True)
             ]
         }
 
@@ -144,16 +163,22 @@ class RetrieverModel(ServiceModel):
         if n == 0:
             raise InvalidInput(f"{what} is empty: send at least one query, e.g. {_V1_EXAMPLE}")
         if n > self.settings.max_queries_per_request:
-            raise InvalidInput(f"{what} holds {n} queries, the limit is {self.settings.max_queries_per_request}: split the request")
+            raise InvalidInput(
+                f"{what} holds {n} queries, the limit is {self.settings.max_queries_per_request}: split the request"
+            )
 
     def _parse_v1(self, payload: Any) -> tuple[list[str], list[int]]:
         if not isinstance(payload, dict):
-            raise InvalidInput(f"request body must be a JSON object like {_V1_EXAMPLE} (send Content-Type: application/json)")
+            raise InvalidInput(
+                f"request body must be a JSON object like {_V1_EXAMPLE} (send Content-Type: application/json)"
+            )
         if "instances" not in payload:
             raise InvalidInput(f'request body lacks "instances": send {_V1_EXAMPLE}')
         instances = payload["instances"]
         if not isinstance(instances, list):
-            raise InvalidInput(f'"instances" must be a list of {{"query": ..., "k": ...}} objects, got {type(instances).__name__}')
+            raise InvalidInput(
+                f'"instances" must be a list of {{"query": ..., "k": ...}} objects, got {type(instances).__name__}'
+            )
         self._check_count(len(instances), '"instances"')
         queries, ks = [], []
         for i, instance in enumerate(instances):
@@ -161,7 +186,9 @@ class RetrieverModel(ServiceModel):
             if isinstance(instance, str):
                 instance = {"query": instance}
             if not isinstance(instance, dict):
-                raise InvalidInput(f'{where} must be an object {{"query": ..., "k": ...}} or a string, got {type(instance).__name__}')
+                raise InvalidInput(
+                    f'{where} must be an object {{"query": ..., "k": ...}} or a string, got {type(instance).__name__}'
+                )
             if "query" not in instance:
                 raise InvalidInput(f'{where} lacks "query": send {_V1_EXAMPLE}')
             unknown = sorted(set(instance) - {"query", "k"})
@@ -177,7 +204,9 @@ class RetrieverModel(ServiceModel):
         if unknown:
             raise InvalidInput(f"unknown input(s) {', '.join(unknown)}: send a BYTES input 'query' and optionally 'k'")
         if "query" not in by_name:
-            raise InvalidInput("input 'query' is missing: send a BYTES input named 'query' with one question per element")
+            raise InvalidInput(
+                "input 'query' is missing: send a BYTES input named 'query' with one question per element"
+            )
         query_input = by_name["query"]
         if query_input.datatype != "BYTES":
             raise InvalidInput(f"input 'query' must have datatype BYTES, got {query_input.datatype}")
@@ -197,7 +226,9 @@ class RetrieverModel(ServiceModel):
             if len(k_values) != 1:
                 raise InvalidInput(f"input 'k' must hold exactly one integer, got {len(k_values)} values")
             if not by_name["k"].datatype.startswith(("INT", "UINT")):
-                raise InvalidInput(f"input 'k' must have an integer datatype (INT32/INT64), got {by_name['k'].datatype}")
+                raise InvalidInput(
+                    f"input 'k' must have an integer datatype (INT32/INT64), got {by_name['k'].datatype}"
+                )
             k = self._k(k_values[0], "k")
         return queries, k
 
@@ -232,4 +263,6 @@ def _flat_values(infer_input) -> list:
     try:
         return infer_input.as_numpy().ravel().tolist()
     except (ValueError, TypeError) as exc:
-        raise InvalidInput(f"input '{infer_input.name}' cannot be decoded ({exc}): check its shape and datatype") from None
+        raise InvalidInput(
+            f"input '{infer_input.name}' cannot be decoded ({exc}): check its shape and datatype"
+        ) from None

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 import kserve
 from kserve.errors import ModelNotReady
 
-from coderag.errors import CodeRAGError
+from coderag.errors import CodeRAGError, ConfigError
 from serving.errors import install_error_handlers
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,12 @@ def run_model_server(
     """
     from kserve.model_server import app
 
+    if args.workers > 1:
+        # KServe's multi-process mode re-imports its app in fresh processes, without these models,
+        # routes and error handlers: scale with replicas instead.
+        raise ConfigError(
+            f"--workers {args.workers} is not supported by the {service} service: run more replicas instead"
+        )
     install_error_handlers(app, service)
     server = kserve.ModelServer(**server_options(args))
     if add_routes is not None:

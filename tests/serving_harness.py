@@ -55,15 +55,42 @@ class ServiceProcess:
         return self.process.returncode
 
 
-def start_service(service: str, flags: list[str], log_dir: Path, *, model_name: str, env: dict | None = None,
-                  wait_ready: bool = True, timeout_s: float = 180.0) -> ServiceProcess:
+def start_service(
+    service: str,
+    flags: list[str],
+    log_dir: Path,
+    *,
+    model_name: str,
+    env: dict | None = None,
+    wait_ready: bool = True,
+    timeout_s: float = 180.0,
+) -> ServiceProcess:
     """Launch ``python -m serving SERVICE`` on a free port; wait until the model answers ready (or up)."""
     port = free_port()
     log_path = log_dir / f"{service}-{port}.log"
-    command = [sys.executable, "-m", "serving", service, "--http_port", str(port), "--grpc_port", str(free_port()),
-               "--enable_grpc", "false", "--model_name", model_name, *flags]
-    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-                "OMP_NUM_THREADS": "1", **(env or {})}
+    command = [
+        sys.executable,
+        "-m",
+        "serving",
+        service,
+        "--http_port",
+        str(port),
+        "--grpc_port",
+        str(free_port()),
+        "--enable_grpc",
+        "false",
+        "--model_name",
+        model_name,
+        *flags,
+    ]
+    full_env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "OMP_NUM_THREADS": "1",
+        **(env or {}),
+    }
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(command, cwd=REPO_ROOT, env=full_env, stdout=log_file, stderr=subprocess.STDOUT)
     handle = ServiceProcess(service, model_name, port, process, log_path)

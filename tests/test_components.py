@@ -23,6 +23,10 @@ def _artifact(kind, root: Path, name: str):
 @pytest.fixture(scope="module")
 def stages(tmp_path_factory):
     """synthesize -> finetune -> build_index -> evaluate, each through its component's python_func."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a small shared CPU: one thread avoids oversubscription
     root = tmp_path_factory.mktemp("components")
     a = {name: _artifact(kind, root, name) for name, kind in (
         ("corpus", Dataset), ("pairs", Dataset), ("model", Model), ("training_metrics", Metrics),
@@ -37,6 +41,7 @@ def stages(tmp_path_factory):
     components.evaluate.python_func(
         corpus=a["corpus"], model=a["model"], index=a["index"], k=2, n_eval=2, max_new_tokens=24,
         llm_base_url="", llm_model="", seed=0, metrics=a["metrics"], details=a["details"])
+    torch.set_num_threads(threads)
     return root, a
 
 

@@ -132,6 +132,13 @@ def test_submit_and_run_validate_their_input(tmp_path, capsys):
     assert "promote_env" in capsys.readouterr().err
 
 
+@pytest.fixture()
+def one_thread_per_step(monkeypatch):
+    """Each step is its own process; one torch thread each avoids oversubscribing a small, shared CPU."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
+@pytest.mark.usefixtures("one_thread_per_step")
 def test_local_run_with_impossible_threshold_skips_deploy(tmp_path):
     """The whole graph on a tiny config through kfp.local; the gate fails, so nothing is deployed."""
     result = run_local({**TINY, "min_recall_at_5": 1.01}, tmp_path / "run")
@@ -147,6 +154,7 @@ def test_local_run_with_impossible_threshold_skips_deploy(tmp_path):
     assert not (run_dir / "deploy").exists()
 
 
+@pytest.mark.usefixtures("one_thread_per_step")
 def test_local_run_with_failing_step_stops_before_deploy(tmp_path):
     missing = tmp_path / "no-such-corpus.jsonl"
     result = run_local({**TINY, "corpus_source": str(missing), "min_recall_at_5": 0.0}, tmp_path / "run")

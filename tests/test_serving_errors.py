@@ -27,44 +27,99 @@ QUERY = {"name": "query", "shape": [1], "datatype": "BYTES", "data": ["orders pe
 # (path, raw body, expected status, expected "error" message)
 RETRIEVER_CASES = [
     (RETRIEVER_V1, b'{"instances": [', 400, "request body is not valid JSON (Expecting value at line 1 column 16)"),
-    (RETRIEVER_V1, b"\xff\xfe{}", 400, "request body is not valid UTF-8 (byte 0xff at position 0): encode the JSON as UTF-8"),
+    (
+        RETRIEVER_V1,
+        b"\xff\xfe{}",
+        400,
+        "request body is not valid UTF-8 (byte 0xff at position 0): encode the JSON as UTF-8",
+    ),
     (RETRIEVER_V1, b"", 400, "request body is empty: send a JSON object"),
     (RETRIEVER_V1, b"[1, 2]", 400, "request body must be a JSON object, got a JSON array"),
     (RETRIEVER_V1, b"{}", 400, f'request body lacks "instances": send {EXAMPLE}'),
-    (RETRIEVER_V1, b'{"instances": {"query": "x"}}', 400, '"instances" must be a list of {"query": ..., "k": ...} objects, got dict'),
+    (
+        RETRIEVER_V1,
+        b'{"instances": {"query": "x"}}',
+        400,
+        '"instances" must be a list of {"query": ..., "k": ...} objects, got dict',
+    ),
     (RETRIEVER_V1, b'{"instances": []}', 400, f'"instances" is empty: send at least one query, e.g. {EXAMPLE}'),
     (RETRIEVER_V1, b'{"instances": [{"k": 2}]}', 400, f'instances[0] lacks "query": send {EXAMPLE}'),
     (RETRIEVER_V1, b'{"instances": [{"query": "   "}]}', 400, f"instances[0].query: {EMPTY_QUESTION}"),
-    (RETRIEVER_V1, json.dumps({"instances": [{"query": "x" * 2001}]}).encode(), 400,
-     "instances[0].query: question is 2001 characters long, the limit is 2000: shorten it"),
-    (RETRIEVER_V1, b'{"instances": [{"query": 5}]}', 400,
-     "instances[0].query: question must be text, got int: pass the question as a string"),
+    (
+        RETRIEVER_V1,
+        json.dumps({"instances": [{"query": "x" * 2001}]}).encode(),
+        400,
+        "instances[0].query: question is 2001 characters long, the limit is 2000: shorten it",
+    ),
+    (
+        RETRIEVER_V1,
+        b'{"instances": [{"query": 5}]}',
+        400,
+        "instances[0].query: question must be text, got int: pass the question as a string",
+    ),
     (RETRIEVER_V1, _q(k=0), 400, "instances[0].k must be an integer between 1 and 20, got 0"),
     (RETRIEVER_V1, _q(k=21), 400, "instances[0].k must be an integer between 1 and 20, got 21"),
     (RETRIEVER_V1, _q(k="3"), 400, "instances[0].k must be an integer between 1 and 20, got '3'"),
     (RETRIEVER_V1, _q(top=3), 400, "instances[0] has unknown field(s) top: only query and k are accepted"),
     (RETRIEVER_V2, b"{}", 400, "invalid request: inputs: Field required"),
     (RETRIEVER_V2, b'{"inputs": ', 400, "request body is not valid JSON (Expecting value at line 1 column 12)"),
-    (RETRIEVER_V2, _v2({"name": "k", "shape": [1], "datatype": "INT32", "data": [3]}), 400,
-     "input 'query' is missing: send a BYTES input named 'query' with one question per element"),
-    (RETRIEVER_V2, _v2(QUERY, {"name": "k", "shape": [1], "datatype": "INT32", "data": [99]}), 400,
-     "k must be an integer between 1 and 20, got 99"),
-    (RETRIEVER_V2, _v2({**QUERY, "datatype": "INT32", "data": [1]}), 400, "input 'query' must have datatype BYTES, got INT32"),
+    (
+        RETRIEVER_V2,
+        _v2({"name": "k", "shape": [1], "datatype": "INT32", "data": [3]}),
+        400,
+        "input 'query' is missing: send a BYTES input named 'query' with one question per element",
+    ),
+    (
+        RETRIEVER_V2,
+        _v2(QUERY, {"name": "k", "shape": [1], "datatype": "INT32", "data": [99]}),
+        400,
+        "k must be an integer between 1 and 20, got 99",
+    ),
+    (
+        RETRIEVER_V2,
+        _v2({**QUERY, "datatype": "INT32", "data": [1]}),
+        400,
+        "input 'query' must have datatype BYTES, got INT32",
+    ),
     (RETRIEVER_V2, _v2({**QUERY, "data": [""]}), 400, f"query[0]: {EMPTY_QUESTION}"),
 ]
 
 RAG_CASES = [
-    (RAG, b'{"question": "x",', 400, "request body is not valid JSON (Expecting property name enclosed in double quotes at line 1 column 18)"),
+    (
+        RAG,
+        b'{"question": "x",',
+        400,
+        "request body is not valid JSON (Expecting property name enclosed in double quotes at line 1 column 18)",
+    ),
     (RAG, b"\xc3\x28", 400, "request body is not valid UTF-8 (byte 0xc3 at position 0): encode the JSON as UTF-8"),
-    (RAG, b'{"k": 2}', 400, 'request body lacks "question": send {"question": "How many orders were placed in 2023?", "k": 3}'),
+    (
+        RAG,
+        b'{"k": 2}',
+        400,
+        'request body lacks "question": send {"question": "How many orders were placed in 2023?", "k": 3}',
+    ),
     (RAG, b'{"question": ""}', 400, f"question: {EMPTY_QUESTION}"),
-    (RAG, json.dumps({"question": "y" * 301}).encode(), 400, "question: question is 301 characters long, the limit is 300: shorten it"),
+    (
+        RAG,
+        json.dumps({"question": "y" * 301}).encode(),
+        400,
+        "question: question is 301 characters long, the limit is 300: shorten it",
+    ),
     (RAG, b'{"question": "orders?", "k": 50}', 400, "k must be an integer between 1 and 20, got 50"),
     (RAG, b'{"question": "orders?", "k": true}', 400, "k must be an integer between 1 and 20, got True"),
-    (RAG, b'{"question": "orders?", "sql_context": "CREATE TABLE ("}', 400,
-     'sql_context: the sql_context does not build an SQLite database (near "(": syntax error): fix its CREATE TABLE / INSERT statements.'),
-    (RAG, b'{"question": "orders?", "execute": true}', 400,
-     "unknown field(s) execute: accepted fields are k, question, repair, sql_context"),
+    (
+        RAG,
+        b'{"question": "orders?", "sql_context": "CREATE TABLE ("}',
+        400,
+        'sql_context: the sql_context does not build an SQLite database (near "(": syntax error): '
+        "fix its CREATE TABLE / INSERT statements.",
+    ),
+    (
+        RAG,
+        b'{"question": "orders?", "execute": true}',
+        400,
+        "unknown field(s) execute: accepted fields are k, question, repair, sql_context",
+    ),
 ]
 
 
@@ -77,13 +132,17 @@ def _check(response: httpx.Response, status: int, message: str) -> None:
 
 @pytest.mark.parametrize("path, body, status, message", RETRIEVER_CASES)
 def test_retriever_bad_input(retriever_service, path, body, status, message):
-    response = httpx.post(retriever_service.url + path, content=body, headers={"content-type": "application/json"}, timeout=30)
+    response = httpx.post(
+        retriever_service.url + path, content=body, headers={"content-type": "application/json"}, timeout=30
+    )
     _check(response, status, message)
 
 
 @pytest.mark.parametrize("path, body, status, message", RAG_CASES)
 def test_rag_bad_input(rag_service, path, body, status, message):
-    response = httpx.post(rag_service.url + path, content=body, headers={"content-type": "application/json"}, timeout=30)
+    response = httpx.post(
+        rag_service.url + path, content=body, headers={"content-type": "application/json"}, timeout=30
+    )
     _check(response, status, message)
 
 
@@ -93,12 +152,22 @@ def test_unknown_model_is_404_json(retriever_service):
 
 
 def test_openai_route_bad_json_uses_openai_error_shape(generator_service):
-    response = httpx.post(f"{generator_service.url}/openai/v1/chat/completions", content=b"{oops",
-                          headers={"content-type": "application/json"}, timeout=30)
+    response = httpx.post(
+        f"{generator_service.url}/openai/v1/chat/completions",
+        content=b"{oops",
+        headers={"content-type": "application/json"},
+        timeout=30,
+    )
     assert response.status_code == 400
-    assert response.json() == {"error": {
-        "message": "request body is not valid JSON (Expecting property name enclosed in double quotes at line 1 column 2)",
-        "type": "invalid_request_error", "param": None, "code": 400}}
+    assert response.json() == {
+        "error": {
+            "message": "request body is not valid JSON "
+            "(Expecting property name enclosed in double quotes at line 1 column 2)",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": 400,
+        }
+    }
 
 
 def test_bad_requests_are_counted_by_status(retriever_service):

@@ -18,9 +18,13 @@ def _client(service) -> openai.OpenAI:
 
 def test_openai_client_gets_a_chat_completion(generator_service):
     completion = _client(generator_service).chat.completions.create(
-        model=MODEL, max_tokens=12, temperature=0,
-        messages=[{"role": "system", "content": "You write SQLite queries."},
-                  {"role": "user", "content": "Write a query that counts the rows of table orders."}],
+        model=MODEL,
+        max_tokens=12,
+        temperature=0,
+        messages=[
+            {"role": "system", "content": "You write SQLite queries."},
+            {"role": "user", "content": "Write a query that counts the rows of table orders."},
+        ],
     )
     assert completion.object == "chat.completion" and completion.model == MODEL
     choice = completion.choices[0]
@@ -41,18 +45,37 @@ def test_models_route_lists_the_served_model(generator_service):
     assert [m.id for m in models.data] == [MODEL]
 
 
-@pytest.mark.parametrize("kwargs, status, message", [
-    ({"model": MODEL, "messages": []}, 400, "'messages' must be a non-empty list of {\"role\", \"content\"} objects"),
-    ({"model": MODEL, "messages": [{"role": "robot", "content": "hi"}]}, 400, "messages[0] must have a role in system, user, assistant"),
-    ({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10_000}, 400,
-     "max_tokens must be an integer between 1 and 64, got 10000"),
-    ({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "temperature": 5}, 400,
-     "temperature must be a number between 0 and 2, got 5"),
-    ({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": True}, 400,
-     "streaming is not supported by this server: send stream=false"),
-    ({"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}]}, 404,
-     "model 'gpt-4' is not served here: use one of coderag-generator"),
-])
+@pytest.mark.parametrize(
+    "kwargs, status, message",
+    [
+        ({"model": MODEL, "messages": []}, 400, '\'messages\' must be a non-empty list of {"role", "content"} objects'),
+        (
+            {"model": MODEL, "messages": [{"role": "robot", "content": "hi"}]},
+            400,
+            "messages[0] must have a role in system, user, assistant",
+        ),
+        (
+            {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10_000},
+            400,
+            "max_tokens must be an integer between 1 and 64, got 10000",
+        ),
+        (
+            {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "temperature": 5},
+            400,
+            "temperature must be a number between 0 and 2, got 5",
+        ),
+        (
+            {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": True},
+            400,
+            "streaming is not supported by this server: send stream=false",
+        ),
+        (
+            {"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}]},
+            404,
+            "model 'gpt-4' is not served here: use one of coderag-generator",
+        ),
+    ],
+)
 def test_bad_chat_requests_raise_openai_errors(generator_service, kwargs, status, message):
     with pytest.raises(openai.APIStatusError) as caught:
         _client(generator_service).chat.completions.create(**kwargs)
@@ -61,8 +84,9 @@ def test_bad_chat_requests_raise_openai_errors(generator_service, kwargs, status
 
 
 def test_generator_metrics(generator_service):
-    _client(generator_service).chat.completions.create(model=MODEL, max_tokens=3,
-                                                       messages=[{"role": "user", "content": "Hi"}])
+    _client(generator_service).chat.completions.create(
+        model=MODEL, max_tokens=3, messages=[{"role": "user", "content": "Hi"}]
+    )
     samples = scrape_metrics(generator_service.url)
     assert metric_value(samples, f"{metrics.STAGE_LATENCY}_count", service="generator", stage="generate") > 0
     assert metric_value(samples, metrics.MODEL_INFO, service="generator", llm="SmolLM2-135M-Instruct") == 1

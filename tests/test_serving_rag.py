@@ -11,8 +11,10 @@ from serving_harness import free_port, metric_value, scrape_metrics, start_servi
 from serving import metrics
 
 MODEL = "coderag-rag"
-CONTEXT = ("CREATE TABLE patients (patient_id INT PRIMARY KEY, name TEXT, ward TEXT); "
-           "INSERT INTO patients VALUES (1, 'ann', 'a'), (2, 'bob', 'b'), (3, 'cy', 'a');")
+CONTEXT = (
+    "CREATE TABLE patients (patient_id INT PRIMARY KEY, name TEXT, ward TEXT); "
+    "INSERT INTO patients VALUES (1, 'ann', 'a'), (2, 'bob', 'b'), (3, 'cy', 'a');"
+)
 
 
 def _ask(service, body, model=MODEL):
@@ -28,8 +30,10 @@ def _ask(service, body, model=MODEL):
 
 def test_question_to_guarded_sql_with_snippets_and_timings(rag_service):
     # repair=false bounds the test to one generation; the repair loop itself is the core's (coderag.answer).
-    answer = _ask(rag_service, {"question": "How many patients are in each hospital ward?", "k": 2,
-                                "sql_context": CONTEXT, "repair": False})
+    answer = _ask(
+        rag_service,
+        {"question": "How many patients are in each hospital ward?", "k": 2, "sql_context": CONTEXT, "repair": False},
+    )
     assert answer["question"] == "How many patients are in each hospital ward?"
     assert len(answer["snippets"]) == 2 and answer["snippets"][0]["domain"] == "hospital"
     assert answer["snippets"][0]["score"] >= answer["snippets"][1]["score"]
@@ -49,7 +53,9 @@ def test_rag_metrics_after_a_question(rag_service):
     for stage in ("retrieve", "generate"):
         assert metric_value(samples, f"{metrics.STAGE_LATENCY}_count", service="rag", stage=stage) > 0
     assert metric_value(samples, f"{metrics.TOP1_SCORE}_count", service="rag") > 0
-    outcomes = sum(metric_value(samples, name, service="rag") for name in (metrics.SQL_PARSE_FAILURES, metrics.GUARD_REFUSALS))
+    outcomes = sum(
+        metric_value(samples, name, service="rag") for name in (metrics.SQL_PARSE_FAILURES, metrics.GUARD_REFUSALS)
+    )
     assert outcomes >= 0  # present (created at zero) even when every answer was allowed
     assert metric_value(samples, metrics.MODEL_INFO, service="rag", llm="coderag-generator") == 1
     assert metric_value(samples, metrics.REQUESTS, service="rag", route="v1_predict", code="200") >= 1
@@ -58,11 +64,18 @@ def test_rag_metrics_after_a_question(rag_service):
 def test_generator_unreachable_is_503_with_retrieval_included(serving_index_dir, tmp_path):
     # In-process retrieval (index_dir) and a generator URL on which nothing listens.
     dead = f"http://127.0.0.1:{free_port()}/openai/v1"
-    service = start_service("rag", ["--index_dir", str(serving_index_dir), "--generator_url", dead,
-                                    "--generator_timeout_s", "5"], tmp_path, model_name=MODEL)
+    service = start_service(
+        "rag",
+        ["--index_dir", str(serving_index_dir), "--generator_url", dead, "--generator_timeout_s", "5"],
+        tmp_path,
+        model_name=MODEL,
+    )
     try:
-        response = httpx.post(f"{service.url}/v1/models/{MODEL}:predict", timeout=120,
-                              json={"question": "Which flights leave from each origin?", "k": 2})
+        response = httpx.post(
+            f"{service.url}/v1/models/{MODEL}:predict",
+            timeout=120,
+            json={"question": "Which flights leave from each origin?", "k": 2},
+        )
         assert response.status_code == 503
         body = response.json()
         assert body["error"].startswith(f"generator unavailable: the LLM endpoint {dead} cannot be reached")
@@ -78,14 +91,20 @@ def test_generator_unreachable_is_503_with_retrieval_included(serving_index_dir,
 
 def test_retriever_unreachable_is_503(generator_service, tmp_path):
     dead = f"http://127.0.0.1:{free_port()}"
-    service = start_service("rag", ["--retriever_url", dead, "--generator_url", f"{generator_service.url}/openai/v1"],
-                            tmp_path, model_name=MODEL)
+    service = start_service(
+        "rag",
+        ["--retriever_url", dead, "--generator_url", f"{generator_service.url}/openai/v1"],
+        tmp_path,
+        model_name=MODEL,
+    )
     try:
         response = httpx.post(f"{service.url}/v1/models/{MODEL}:predict", json={"question": "hi there"}, timeout=60)
         assert response.status_code == 503
         assert response.json() == {
-            "error": f"the retriever at {dead} cannot be reached (ConnectError): check --retriever_url and that it is running",
-            "question": "hi there", "snippets": [],
+            "error": f"the retriever at {dead} cannot be reached (ConnectError): "
+            "check --retriever_url and that it is running",
+            "question": "hi there",
+            "snippets": [],
         }
     finally:
         service.stop()

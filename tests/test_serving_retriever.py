@@ -30,10 +30,13 @@ def _v1(service, instances):
 
 
 def test_v1_returns_top_k_snippets_of_the_right_domain(retriever_service):
-    response = _v1(retriever_service, [
-        {"query": "Which patients were admitted to each hospital ward?", "k": 3},
-        {"query": "List flights by origin and destination airport"},
-    ])
+    response = _v1(
+        retriever_service,
+        [
+            {"query": "Which patients were admitted to each hospital ward?", "k": 3},
+            {"query": "List flights by origin and destination airport"},
+        ],
+    )
     first, second = response["predictions"]
     assert [h["rank"] for h in first["results"]] == [1, 2, 3]
     assert first["results"][0]["domain"] == "hospital"
@@ -47,10 +50,15 @@ def test_v1_returns_top_k_snippets_of_the_right_domain(retriever_service):
 def test_v2_infer_with_bytes_query_and_k(retriever_service):
     async def call():
         client = InferenceRESTClient(RESTConfig(protocol="v2"))
-        request = InferRequest(model_name=MODEL, infer_inputs=[
-            InferInput("query", [2], "BYTES", ["power plants by fuel type and capacity", "album release year by artist"]),
-            InferInput("k", [1], "INT32", [4]),
-        ])
+        request = InferRequest(
+            model_name=MODEL,
+            infer_inputs=[
+                InferInput(
+                    "query", [2], "BYTES", ["power plants by fuel type and capacity", "album release year by artist"]
+                ),
+                InferInput("k", [1], "INT32", [4]),
+            ],
+        )
         try:
             return await client.infer(retriever_service.url, request, model_name=MODEL)
         finally:
@@ -78,8 +86,9 @@ def test_concurrent_requests_all_answered_and_batched(retriever_service):
     assert all(r.status_code == 200 for r in responses)
     assert all(r.json()["predictions"][0]["results"][0]["domain"] == "education" for r in responses)
     after = scrape_metrics(retriever_service.url)
-    batched = metric_value(after, f"{metrics.BATCH_SIZE}_sum", service="retriever") - \
-        metric_value(before, f"{metrics.BATCH_SIZE}_sum", service="retriever")
+    batched = metric_value(after, f"{metrics.BATCH_SIZE}_sum", service="retriever") - metric_value(
+        before, f"{metrics.BATCH_SIZE}_sum", service="retriever"
+    )
     assert batched == 16  # every query went through exactly one micro-batch
 
 
@@ -87,7 +96,12 @@ def test_metrics_exported_with_values(retriever_service):
     _v1(retriever_service, [{"query": "shipments by warehouse weight", "k": 2}])
     samples = scrape_metrics(retriever_service.url)
     assert metric_value(samples, metrics.INDEX_SIZE, service="retriever") == 240
-    assert metric_value(samples, metrics.MODEL_INFO, service="retriever", encoder="builtin:all-MiniLM-L6-v2", index_dim="384") == 1
+    assert (
+        metric_value(
+            samples, metrics.MODEL_INFO, service="retriever", encoder="builtin:all-MiniLM-L6-v2", index_dim="384"
+        )
+        == 1
+    )
     for stage in ("embed", "search", "retrieve", "total"):
         assert metric_value(samples, f"{metrics.STAGE_LATENCY}_count", service="retriever", stage=stage) > 0
     assert metric_value(samples, f"{metrics.TOP1_SCORE}_count", service="retriever") > 0
@@ -105,8 +119,11 @@ def test_min_score_floor_counts_empty_results_and_pads_v2(built_schema_index, en
     response = asyncio.run(model.predict({"instances": [{"query": "weather on mars", "k": 3}]}))
     assert response["predictions"][0]["results"] == []
     assert metrics.empty_results.labels(service="retriever")._value.get() == before + 1
-    v2 = asyncio.run(model.predict(InferRequest(model_name="floor", infer_inputs=[
-        InferInput("query", [1], "BYTES", ["weather on mars"])])))
+    v2 = asyncio.run(
+        model.predict(
+            InferRequest(model_name="floor", infer_inputs=[InferInput("query", [1], "BYTES", ["weather on mars"])])
+        )
+    )
     assert v2.outputs[0].shape == [1, 0]
     model.stop()
 
@@ -147,12 +164,19 @@ def test_micro_batcher_hands_errors_to_every_caller():
 
 def test_unready_retriever_answers_503_with_the_reason(tmp_path):
     missing = tmp_path / "no-index"
-    service = start_service("retriever", ["--index_dir", str(missing), "--background_load", "true"], tmp_path,
-                            model_name=MODEL, wait_ready=False)
+    service = start_service(
+        "retriever",
+        ["--index_dir", str(missing), "--background_load", "true"],
+        tmp_path,
+        model_name=MODEL,
+        wait_ready=False,
+    )
     try:
         health = httpx.get(f"{service.url}/v1/models/{MODEL}", timeout=10)
         assert health.status_code == 503
-        response = httpx.post(f"{service.url}/v1/models/{MODEL}:predict", json={"instances": [{"query": "x"}]}, timeout=10)
+        response = httpx.post(
+            f"{service.url}/v1/models/{MODEL}:predict", json={"instances": [{"query": "x"}]}, timeout=10
+        )
         assert response.status_code == 503
         assert response.json()["error"] == (
             f"Model with name {MODEL} is not ready. index directory {missing} does not exist: "
@@ -163,15 +187,25 @@ def test_unready_retriever_answers_503_with_the_reason(tmp_path):
         assert service.stop() == 0
 
 
-@pytest.mark.parametrize("flags, message", [
-    ([], "the retriever needs an index: pass --index_dir DIR or --storage_uri DIR (CODERAG_RETRIEVER_INDEX_DIR)"),
-    (["--index_dir", "/nonexistent/idx", "--max_k", "0"], "invalid retriever setting max_k: Input should be greater than or equal to 1"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        ([], "the retriever needs an index: pass --index_dir DIR or --storage_uri DIR (CODERAG_RETRIEVER_INDEX_DIR)"),
+        (
+            ["--index_dir", "/nonexistent/idx", "--max_k", "0"],
+            "invalid retriever setting max_k: Input should be greater than or equal to 1",
+        ),
+    ],
+)
 def test_cli_refuses_bad_configuration_in_one_line(flags, message):
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, "-m", "coderag.cli", "serve", "retriever", "--http_port", "0", *flags],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "coderag.cli", "serve", "retriever", "--http_port", "0", *flags],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith(f"coderag: error: {message}")
