@@ -35,13 +35,13 @@ def test_spider_schema_retrieval_among_all_166_databases(spider_index, encoder_m
 
 def test_spider_execution_accuracy_with_retrieved_schemas_and_the_real_llm(spider_index, encoder_model, local_llm):
     data, index, _ = spider_index
-    records = [r for r in data.records if r["sql"].upper().startswith("SELECT COUNT(*) FROM")][:2]
+    records = [r for r in data.records if r["sql"].upper().startswith("SELECT COUNT(*) FROM")][:1]
     hits = retrieve_schemas(index, encoder_model, [r["sql_prompt"] for r in records], k=1)
-    result = evaluate_text_to_sql(records, local_llm, [[h.text for h in row] for row in hits], max_tokens=40,
+    result = evaluate_text_to_sql(records, local_llm, [[h.text for h in row] for row in hits], max_tokens=32,
                                   conn_factory=lambda r: open_sqlite_readonly(data.db_paths[r["domain"]]),
                                   show_progress=False)
     agg = result["aggregate"]
-    assert agg["n"] == 2 and agg["gold_failures"] == 0
+    assert agg["n"] == 1 and agg["gold_failures"] == 0
     assert 0.0 <= agg["ex"] <= 1.0
     for row in result["rows"]:
         assert row["status"]  # every question was generated, guarded and scored with a reason
