@@ -27,6 +27,10 @@ def _settings(args: argparse.Namespace, service: str) -> PipelineSettings:
     return settings
 
 
+SUMMARY_METRICS = ("recall@1", "recall@5", "recall@10", "mrr", "ndcg@10", "em", "ex")
+SUMMARY_COUNTS = ("retrieval_queries", "n_eval", "parse_failures", "guard_refusals")
+
+
 def _add_parameter_flags(p: argparse.ArgumentParser) -> None:
     group = p.add_argument_group("pipeline parameters (env CODERAG_PIPELINE_<NAME>)")
     for name in PIPELINE_PARAMETERS:
@@ -50,8 +54,12 @@ def render_summary(result: dict[str, Any]) -> str:
     from coderag.evaluation import format_table
 
     lines = []
-    if result.get("metrics"):
-        lines += ["Evaluation (held-out domains)", format_table(result["metrics"])]
+    metrics = result.get("metrics") or {}
+    if metrics:
+        ordered = {name: metrics[name] for name in SUMMARY_METRICS if name in metrics}
+        ordered.update({name: int(metrics[name]) for name in SUMMARY_COUNTS if name in metrics})
+        lines += ["Evaluation on held-out domains (retrieval over the whole index; EM/EX with retrieval)",
+                  format_table(ordered)]
     gate = result.get("gate") or {}
     for check in gate.get("checks", []):
         lines.append(f"  gate: {check}")

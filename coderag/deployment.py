@@ -14,7 +14,7 @@ import logging
 import os
 import shutil
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,7 @@ def deploy_release(*, model_dir: str | os.PathLike, index_dir: str | os.PathLike
         if not path.is_dir():
             raise ConfigError(f"{name} directory {path} does not exist: the fine-tune / index stage did not finish")
     gate = read_decision(decision_path) if decision_path else None
-    released_at = datetime.now(timezone.utc)
+    released_at = datetime.now(UTC)
     release_id = released_at.strftime("%Y%m%dT%H%M%S%fZ")
     record: dict[str, Any] = {
         "release_id": release_id, "released_at": released_at.isoformat(timespec="seconds"),
@@ -107,6 +107,6 @@ def write_outcome(path: str | os.PathLike, *, status: str, reasons: list[str] | 
                   **details: Any) -> dict[str, Any]:
     """Write a run's (or a step's) outcome JSON: ``status``, ``reasons`` and any JSON-able ``details``."""
     outcome = {"status": status, "reasons": list(reasons or []), **details,
-               "recorded_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+               "recorded_at": datetime.now(UTC).isoformat(timespec="seconds")}
     write_json_atomic(Path(path), outcome)
     return outcome

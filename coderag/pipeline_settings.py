@@ -32,7 +32,8 @@ class PipelineSettings(CodeRAGSettings):
     corpus_source: str = Field("builtin", description="builtin | .parquet/.json/.jsonl path | hub dataset name")
     n_records: int = Field(2000, ge=20, description="corpus records")
     eval_fraction: float = Field(0.2, gt=0, lt=1, description="share of domains held out for evaluation")
-    synth_backend: str = Field("offline", pattern="^(offline|llm)$", description="pair synthesis: offline templates or the LLM")
+    synth_backend: str = Field("offline", pattern="^(offline|llm)$",
+                               description="pair synthesis: offline templates or the LLM")
     max_train_pairs: int = Field(256, ge=0, description="training pairs kept (0: all)")
     n_negatives: int = Field(0, ge=0, le=16, description="hard negatives mined per pair (0: in-batch only)")
     base_model: str = Field("", description="encoder to fine-tune (empty: bundled all-MiniLM-L6-v2)")
@@ -48,7 +49,8 @@ class PipelineSettings(CodeRAGSettings):
     min_recall_at_5: float = Field(0.5, description="gate floor for Recall@5")
     min_execution_accuracy: float = Field(0.0, description="gate floor for Execution Accuracy")
     max_regression: float = Field(0.0, ge=0, description="how far below the deployed metrics the gate tolerates")
-    current_metrics: str = Field("", description="deployed release JSON to gate against (local run: <deploy_dir>/current.json)")
+    current_metrics: str = Field("", description="deployed release JSON to gate against "
+                                                 "(local run: <deploy_dir>/current.json)")
     deploy_dir: str = Field("", description="where passing releases are published (local run: runs/deployed)")
     promote_repo: str = Field("", description="GitOps checkout to promote into (empty: no promotion)")
     promote_env: str = Field("dev", pattern="^(dev|staging|prod)$")

@@ -1,4 +1,4 @@
-"""Component: embed the corpus schemas with the fine-tuned encoder into FAISS (coderag.pipeline_stages.build_index_stage)."""
+"""Component: embed the corpus schemas with the tuned encoder (coderag.pipeline_stages.build_index_stage)."""
 
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
 

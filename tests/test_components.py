@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from coderag.errors import ConfigError
 from coderag.index import SchemaIndex
 from coderag.pipeline_stages import HELDOUT_FILE, TRAIN_FILE, read_corpus
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY = {"corpus_source": "builtin", "n_records": 200, "eval_fraction": 0.2, "seed": 0}
 
 
@@ -150,3 +153,25 @@ def test_record_run_status_writes_the_final_state(tmp_path):
     components.record_run_status.python_func(status=status, run_status=out)
     record = json.loads(Path(out.path).read_text())
     assert record["status"] == "FAILED" and record["reasons"] == ["synthesize failed"]
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_deploy_promotes_artifact_uris_into_a_gitops_checkout(stages, tmp_path):
+    """With promote_repo, the deploy step commits the artifacts' URIs and metrics to the dev overlay."""
+    from coderag.deployment import deploy_release
+    from coderag.promotion import read_release
+
+    repo = tmp_path / "gitops"
+    shutil.copytree(REPO_ROOT / "manifests", repo / "manifests")
+    for args in (("init", "--quiet", "--initial-branch=main"), ("add", "."), ("commit", "--quiet", "-m", "init")):
+        subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args], check=True)
+    _, a = stages
+    record = deploy_release(model_dir=a["model"].path, index_dir=a["index"].path, metrics={"recall@5": 0.8, "ex": 0.3},
+                            model_uri="s3://bucket/run-1/model", index_uri="s3://bucket/run-1/index",
+                            promote_repo=str(repo), promote_env="dev")
+    assert record["promotion"]["committed"] is True
+    release = read_release(repo, "dev")
+    assert (release.model_uri, release.index_uri) == ("s3://bucket/run-1/model", "s3://bucket/run-1/index")
+    message = subprocess.run(["git", "-C", str(repo), "log", "-1", "--format=%B"], capture_output=True, text=True,
+                             check=True).stdout
+    assert "recall@5: 0.8" in message

@@ -15,7 +15,7 @@ from coderag.errors import ConfigError
 from coderag.pipeline_run import DEFAULT_PACKAGE, PipelineSubmitError, compile_pipeline, run_local, submit
 from coderag.pipeline_settings import PIPELINE_PARAMETERS, PipelineSettings
 from components import IMAGE
-from pipelines.coderag_pipeline import LLM_SECRET_NAME, build_pipeline, coderag_pipeline
+from pipelines.coderag_pipeline import LLM_SECRET_NAME, coderag_pipeline
 
 EXECUTORS = {"synthesize", "finetune", "build-index", "evaluate", "gate", "deploy", "skip-deploy",
              "record-run-status"}
