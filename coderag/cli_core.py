@@ -6,23 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from pydantic import ValidationError
-
-from coderag.errors import ConfigError
 from coderag.job_settings import MainJobSettings, make_job_generator
-
-
-def _settings(args: argparse.Namespace, **extra) -> MainJobSettings:
-    flags = {name: getattr(args, name, None) for name in MainJobSettings.model_fields}
-    flags.update(extra)
-    try:
-        settings = MainJobSettings.from_flags(**flags)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "settings"
-        raise ConfigError(f"invalid setting {where}: {first['msg']}") from None
-    settings.log_startup("main-job")
-    return settings
 
 
 def _add_llm_flags(p: argparse.ArgumentParser) -> None:
@@ -37,7 +21,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from coderag.report_table import render_main_report
     from coderag.workflow import run_main_job
 
-    s = _settings(args)
+    s = MainJobSettings.from_args(args, "main-job")
     report = run_main_job(corpus_source=s.corpus, n_records=s.n_records, encoder=s.encoder, out_dir=s.out_dir,
                           k=s.k, n_eval=s.n_eval, question=s.question, generator_factory=lambda: make_job_generator(s),
                           seed=s.seed, max_new_tokens=s.max_new_tokens)
@@ -52,7 +36,7 @@ def _cmd_ask(args: argparse.Namespace) -> int:
     from coderag.index import SchemaIndex
     from coderag.retrieval import validate_question
 
-    s = _settings(args, question=args.question_text)
+    s = MainJobSettings.from_args(args, "ask", question=args.question_text)
     question = validate_question(s.question)
     index = SchemaIndex.load(Path(args.index))
     encoder_model = load_encoder(args.encoder_dir or index.encoder_name)
@@ -90,7 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                          description="Retrieve schemas from INDEX for the question, generate SQL, guard it.")
     ask.add_argument("question_text", metavar="QUESTION")
     ask.add_argument("--index", required=True, help="index directory (from `coderag run` or `coderag index build`)")
-    ask.add_argument("--encoder-dir", help="encoder to embed the question (default: the one named in the index manifest)")
+    ask.add_argument("--encoder-dir", help="encoder for the question (default: the index manifest's)")
     ask.add_argument("--min-score", type=float, help="drop schemas scoring below this")
     ask.add_argument("--json", action="store_true", help="print the answer as JSON")
     _add_llm_flags(ask)

@@ -9,23 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from coderag.errors import ConfigError
 from coderag.pipeline_settings import PIPELINE_PARAMETERS, PipelineSettings
-
-
-def _settings(args: argparse.Namespace, service: str) -> PipelineSettings:
-    flags = {name: getattr(args, name, None) for name in PipelineSettings.model_fields}
-    try:
-        settings = PipelineSettings.from_flags(**flags)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "settings"
-        raise ConfigError(f"invalid setting {where}: {first['msg']}") from None
-    settings.log_startup(service)
-    return settings
-
 
 SUMMARY_METRICS = ("recall@1", "recall@5", "recall@10", "mrr", "ndcg@10", "em", "ex")
 SUMMARY_COUNTS = ("retrieval_queries", "n_eval", "parse_failures", "guard_refusals")
@@ -43,7 +28,7 @@ def _add_parameter_flags(p: argparse.ArgumentParser) -> None:
 def _cmd_compile(args: argparse.Namespace) -> int:
     from coderag.pipeline_run import DEFAULT_PACKAGE, compile_pipeline
 
-    s = _settings(args, "pipeline-compile")
+    s = PipelineSettings.from_args(args, "pipeline-compile")
     path = compile_pipeline(args.out or DEFAULT_PACKAGE, image=s.image)
     print(f"compiled pipeline: {path}")
     return 0
@@ -99,7 +84,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if not args.local:
         raise ConfigError("`coderag pipeline run` runs here only with --local; use `coderag pipeline submit "
                           "--host URL` to run on a Kubeflow cluster")
-    s = _settings(args, "pipeline-run")
+    s = PipelineSettings.from_args(args, "pipeline-run")
     workdir = (s.workdir or default_workdir()).absolute()
     print(f"local pipeline run: artifacts and logs in {workdir}", file=sys.stderr)
     started = time.perf_counter()
@@ -115,7 +100,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_submit(args: argparse.Namespace) -> int:
     from coderag.pipeline_run import submit
 
-    s = _settings(args, "pipeline-submit")
+    s = PipelineSettings.from_args(args, "pipeline-submit")
     if not s.host:
         raise ConfigError("submit needs --host URL (or CODERAG_PIPELINE_HOST): the KFP API endpoint")
     explicit = {name: getattr(s, name) for name in PIPELINE_PARAMETERS if name in s.model_fields_set}

@@ -6,22 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from coderag.errors import ConfigError
 from coderag.training_settings import TrainingSettings
-
-
-def _settings(args: argparse.Namespace, service: str) -> TrainingSettings:
-    flags = {name: getattr(args, name, None) for name in TrainingSettings.model_fields}
-    try:
-        settings = TrainingSettings.from_flags(**flags)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "settings"
-        raise ConfigError(f"invalid setting {where}: {first['msg']}") from None
-    settings.log_startup(service)
-    return settings
 
 
 def load_training_records(corpus: str, n_records: int, seed: int) -> list[dict]:
@@ -59,7 +45,7 @@ def select_training_pairs(pairs, s: TrainingSettings, source: str):
 def _cmd_synth(args: argparse.Namespace) -> int:
     from coderag.synthesis import synthesize_pairs
 
-    s = _settings(args, "synth")
+    s = TrainingSettings.from_args(args, "synth")
     _, train, held_out = _train_side(s)
     generator = None
     if s.backend == "llm":
@@ -85,7 +71,7 @@ def _cmd_negatives(args: argparse.Namespace) -> int:
     from coderag.negatives import mine_hard_negatives_report
     from coderag.training_io import load_pairs, save_dataset
 
-    s = _settings(args, "negatives")
+    s = TrainingSettings.from_args(args, "negatives")
     pairs = select_training_pairs(load_pairs(args.pairs), s, str(args.pairs))
     corpus_texts = None
     if s.negatives_corpus == "schemas":
@@ -115,7 +101,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     from coderag.finetune import finetune_encoder
     from coderag.training_io import load_pairs
 
-    s = _settings(args, "finetune")
+    s = TrainingSettings.from_args(args, "finetune")
     pairs = select_training_pairs(load_pairs(args.pairs), s, str(args.pairs))
     _, train, held_out = _train_side(s)
     report = finetune_encoder(

@@ -42,3 +42,25 @@ class CodeRAGSettings(BaseSettings):
     def from_flags(cls, **flags: Any):
         """Build settings from CLI flags; flags left as ``None`` fall back to env, then defaults."""
         return cls(**{k: v for k, v in flags.items() if v is not None})
+
+    @classmethod
+    def from_args(cls, args: Any, service: str, **extra: Any):
+        """Settings from an argparse namespace (one attribute per field) plus ``extra``, logged once.
+
+        An invalid value raises :class:`~coderag.errors.ConfigError` naming the setting, so the CLI
+        prints one line instead of pydantic's multi-line report.
+        """
+        from pydantic import ValidationError
+
+        from coderag.errors import ConfigError
+
+        flags = {name: getattr(args, name, None) for name in cls.model_fields}
+        flags.update(extra)
+        try:
+            settings = cls.from_flags(**flags)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "settings"
+            raise ConfigError(f"invalid setting {where}: {first['msg']}") from None
+        settings.log_startup(service)
+        return settings
