@@ -88,13 +88,23 @@ def _cmd_negatives(args: argparse.Namespace) -> int:
     return 0
 
 
-def format_before_after(report: dict) -> str:
+def format_before_after(before: dict[str, float], after: dict[str, float]) -> str:
     """The before/after metric table printed by ``coderag finetune``."""
     lines = [f"{'metric':<10} {'base':>8} {'tuned':>8} {'change':>8}"]
-    for key, before in report["before"].items():
-        after = report["after"][key]
-        lines.append(f"{key:<10} {before:>8.4f} {after:>8.4f} {after - before:>+8.4f}")
+    for key, value in before.items():
+        lines.append(f"{key:<10} {value:>8.4f} {after[key]:>8.4f} {after[key] - value:>+8.4f}")
     return "\n".join(lines)
+
+
+def _outside_evals(s: TrainingSettings) -> dict[str, tuple[list[dict], list[dict]]]:
+    """Spider dev questions against every Spider schema, when ``--spider-dir`` names a Spider release."""
+    if s.spider_dir is None:
+        return {}
+    from coderag.spider import load_spider
+
+    spider = load_spider(s.spider_dir, "dev")
+    corpus = [{"sql_context": schema, "domain": db_id} for db_id, schema in spider.schemas.items()]
+    return {"spider": (spider.records, corpus)}
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
@@ -104,16 +114,20 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     s = TrainingSettings.from_args(args, "finetune")
     pairs = select_training_pairs(load_pairs(args.pairs), s, str(args.pairs))
     _, train, held_out = _train_side(s)
+    outside_evals = _outside_evals(s)
     report = finetune_encoder(
         pairs, held_out, s.output, corpus_records=train, base_model=s.encoder, epochs=s.epochs,
         batch_size=s.batch_size, lr=s.lr, scale=s.scale, cached=s.cached, mini_batch_size=s.mini_batch_size,
         max_steps=s.max_steps, max_seq_length=s.max_seq_length,
         train_max_seq_length=s.train_max_seq_length, max_eval_queries=s.max_eval_queries,
-        seed=s.seed, device=s.device,
+        outside_evals=outside_evals, seed=s.seed, device=s.device,
     )
     print(f"held-out: {report['eval_queries']} questions from {len(report['held_out_domains'])} unseen domains, "
           f"corpus {report['corpus_size']} schema snippets; trained on {report['train_size']} pairs")
-    print(format_before_after(report))
+    print(format_before_after(report["before"], report["after"]))
+    for name, scores in report["outside"].items():
+        print(f"\noutside data, {name}: {scores['queries']} questions against {scores['corpus']} schemas")
+        print(format_before_after(scores["before"], scores["after"]))
     training = report["training"]
     if training["steps"] < 0.5 * training["planned_steps"]:
         print(f"warning: only {training['steps']} of {training['planned_steps']} planned steps ran: too few "
@@ -199,6 +213,8 @@ def register(subparsers) -> None:
                    help="truncate training inputs to this many tokens (default 128)")
     _pair_selection(p)
     p.add_argument("--max-eval-queries", dest="max_eval_queries", type=int)
+    p.add_argument("--spider-dir", dest="spider_dir", type=Path,
+                   help="also score base vs tuned on real data: a Spider release (dev.json, tables.json)")
     p.add_argument("--device", help="cpu | cuda (default: cuda when present)")
     p.add_argument("--report", type=Path, help="also write the report JSON here")
     p.set_defaults(func=_cmd_finetune)

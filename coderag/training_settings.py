@@ -55,6 +55,7 @@ class TrainingSettings(CodeRAGSettings):
     )
     max_train_pairs: int = Field(512, ge=0, description="seeded subsample for a CPU-sized run; 0 = all pairs")
     max_eval_queries: int | None = Field(None, ge=1)
+    spider_dir: Path | None = Field(None, description="a Spider release to score base vs tuned on, too")
     device: str | None = None
     output: Path | None = None
 

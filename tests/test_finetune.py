@@ -86,3 +86,36 @@ def test_spider_schema_retrieval_evaluator(spider_dir, encoder_model):
     assert info == {"queries": 120, "corpus": len(data.schemas)}
     metrics = evaluate_retrieval(evaluator, encoder_model)
     assert metrics["recall@10"] >= metrics["recall@1"] > 0.3
+
+
+def test_outside_data_is_scored_before_and_after_training(training_records, spider_dir, tmp_path):
+    """Spider (real schemas the synthetic corpus never saw) is scored in the same run as the held-out split."""
+    from coderag.spider import load_spider
+
+    train, held_out = split_by_domain(training_records, 0.34, seed=0)
+    synthesize_pairs(train, tmp_path / "pairs", categories=("text2code",), show_progress=False)
+    spider = load_spider(spider_dir, "dev")
+    corpus = [{"sql_context": schema, "domain": db_id} for db_id, schema in spider.schemas.items()]
+    report = finetune_encoder(Dataset.load_from_disk(str(tmp_path / "pairs")), held_out, tmp_path / "model",
+                              corpus_records=train, batch_size=8, max_steps=2, max_seq_length=64,
+                              max_eval_queries=40, outside_evals={"spider": (spider.records, corpus)},
+                              show_progress=False)
+    scores = report["outside"]["spider"]
+    assert (scores["queries"], scores["corpus"]) == (40, len(spider.schemas))
+    assert set(scores["before"]) == set(scores["after"]) == set(report["before"])
+    assert scores["before"]["recall@1"] > 0.2  # the base model already finds real schemas
+    card = (tmp_path / "model" / "README.md").read_text()
+    assert f"## Outside data: spider (40 questions, {len(spider.schemas)} schemas)" in card
+
+
+def test_cli_finetune_refuses_a_spider_dir_that_is_not_one(tmp_path, capsys):
+    from datasets import Dataset as HFDataset
+
+    HFDataset.from_dict({"anchor": ["a", "b"], "positive": ["c", "d"]}).save_to_disk(str(tmp_path / "pairs"))
+    capsys.readouterr()
+    code = cli_main(["finetune", "--pairs", str(tmp_path / "pairs"), "--output", str(tmp_path / "m"),
+                     "--n-records", "200", "--spider-dir", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err == f"coderag: error: {tmp_path} is not a Spider directory (no tables.json): " \
+                                "point at the unpacked release."
+    assert not (tmp_path / "m").exists()
