@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from coderag.job_settings import MainJobSettings, make_job_generator
+from coderag.report_table import sql_verdict_label
 
 
 def _add_llm_flags(p: argparse.ArgumentParser) -> None:
@@ -49,7 +50,7 @@ def _cmd_ask(args: argparse.Namespace) -> int:
     else:
         for hit in answer.snippets:
             print(f"[{hit['rank']}] score={hit['score']:.3f} domain={hit['domain']}")
-        verdict = "allowed" if answer.allowed else f"REFUSED: {answer.guard_reason}"
+        verdict = sql_verdict_label(answer.allowed, answer.guard_reason)
         print(f"SQL ({verdict}):\n{answer.sql or '(no SQL in the reply)'}")
     return 0
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from coderag.errors import ConfigError
 from coderag.pipeline_settings import PIPELINE_PARAMETERS, PipelineSettings
+from coderag.report_table import sql_verdict_label
 
 SUMMARY_METRICS = ("recall@1", "recall@5", "recall@10", "mrr", "ndcg@10", "em", "ex")
 SUMMARY_COUNTS = ("retrieval_queries", "n_eval", "parse_failures", "guard_refusals")
@@ -73,7 +74,7 @@ def _answer_sample(s: PipelineSettings, release: dict[str, Any]) -> str:
                              max_tokens=s.max_new_tokens)
     lines = [f"Question: {answer.question}"]
     lines += [f"  schema #{h['rank']} score={h['score']:.3f} domain={h['domain']}" for h in answer.snippets]
-    verdict = "allowed" if answer.allowed else f"refused: {answer.guard_reason}"
+    verdict = sql_verdict_label(answer.allowed, answer.guard_reason)
     lines.append(f"SQL ({verdict}):\n  " + (answer.sql or "(no SQL in the reply)").replace("\n", "\n  "))
     return "\n".join(lines)
 

@@ -10,6 +10,11 @@ def _rows(title: str, rows: list[tuple[str, str]]) -> list[str]:
     return [title, *(f"  {name.ljust(width)}  {value}" for name, value in rows)]
 
 
+def sql_verdict_label(allowed: bool, guard_reason: str) -> str:
+    """``allowed``, or the guard's reason (which already reads ``refused: ...``)."""
+    return "allowed" if allowed else guard_reason
+
+
 def render_main_report(report: dict[str, Any]) -> str:
     """Corpus, retrieval and generation figures as an aligned table, plus the sample answer."""
     corpus, retrieval = report["corpus"], report["retrieval"]
@@ -33,8 +38,7 @@ def render_main_report(report: dict[str, Any]) -> str:
     lines.append(f"Question: {sample['question']}")
     for hit in sample.get("snippets", [])[:3]:
         lines.append(f"  schema #{hit['rank']} score={hit['score']:.3f} domain={hit['domain']}")
-    verdict = "allowed" if sample["allowed"] else f"refused: {sample['guard_reason']}"
-    lines.append(f"SQL ({verdict}):")
+    lines.append(f"SQL ({sql_verdict_label(sample['allowed'], sample['guard_reason'])}):")
     lines.append("  " + (sample["sql"] or "(no SQL in the reply)").replace("\n", "\n  "))
     if report.get("timings_s"):
         lines.append("Timings (s): " + ", ".join(f"{k}={v}" for k, v in report["timings_s"].items()))
