@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from kfp.dsl import Artifact, Dataset, Metrics, Model
+from tooling import needs_tool
 
 import components
 from coderag.errors import ConfigError
@@ -155,7 +156,7 @@ def test_record_run_status_writes_the_final_state(tmp_path):
     assert record["status"] == "FAILED" and record["reasons"] == ["synthesize failed"]
 
 
-@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+@needs_tool("git", "scripts/install-system.sh")
 def test_deploy_promotes_artifact_uris_into_a_gitops_checkout(stages, tmp_path):
     """With promote_repo, the deploy step commits the artifacts' URIs and metrics to the dev overlay."""
     from coderag.deployment import deploy_release

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
 import subprocess
 from functools import cache
 from pathlib import Path
 
 import pytest
 import yaml
+from tooling import needs_tool
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = REPO_ROOT / "manifests"
@@ -24,7 +24,7 @@ ENVS = ("dev", "staging", "prod")
 K8S_VERSION = "1.32.0"
 CRD_GROUPS = {"serving.kserve.io", "monitoring.coreos.com", "argoproj.io"}
 
-needs_kubectl = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+needs_kubectl = needs_tool("kubectl", ">= 1.27, with built-in kustomize")
 
 
 @cache

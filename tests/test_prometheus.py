@@ -18,17 +18,14 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from tooling import needs_tool
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MONITORING = REPO_ROOT / "manifests" / "monitoring"
 METRIC_NAME = re.compile(r"\b(coderag_[a-z0-9_]+)\b")
 
-needs_promtool = pytest.mark.skipif(
-    shutil.which("promtool") is None, reason="promtool is not installed (Debian: prometheus)"
-)
-needs_prometheus = pytest.mark.skipif(
-    shutil.which("prometheus") is None, reason="prometheus is not installed (Debian: prometheus)"
-)
+needs_promtool = needs_tool("promtool", "Debian: prometheus; scripts/install-system.sh")
+needs_prometheus = needs_tool("prometheus", "Debian: prometheus; scripts/install-system.sh")
 
 
 def rule_groups() -> dict:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tooling import needs_tool
 
 from coderag.promotion import PromotionError, PromotionSettings, promote, read_release
 
@@ -16,7 +17,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DIGEST = "sha256:" + "ab" * 32
 METRICS = {"recall@5": 0.93, "execution_accuracy": 0.71}
 
-needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+needs_git = needs_tool("git", "scripts/install-system.sh")
 pytestmark = needs_git
 
 
@@ -65,7 +66,7 @@ def test_staging_promotion_commits_only_the_overlay_values(gitops_repo):
     assert set(result.changed) == {"MODEL_URI", "INDEX_URI", "IMAGE"}
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+@needs_tool("kubectl", ">= 1.27, with built-in kustomize")
 def test_promoted_values_reach_the_built_inference_services(gitops_repo):
     promote(gitops_repo, "dev", "gs://b/enc-2", "gs://b/idx-2", image_digest=DIGEST)
     built = subprocess.run(
