@@ -44,6 +44,15 @@ def _read_only_authorizer(action: int, arg1, arg2, _db_name, _trigger) -> int:
     return sqlite3.SQLITE_OK
 
 
+def _context_authorizer(action: int, _arg1, arg2, _db_name, _trigger) -> int:
+    """A context may build tables and rows in its own database, never reach a file or an extension."""
+    if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH):
+        return sqlite3.SQLITE_DENY
+    if action == sqlite3.SQLITE_FUNCTION and str(arg2 or "").lower() in FORBIDDEN_FUNCTIONS:
+        return sqlite3.SQLITE_DENY
+    return sqlite3.SQLITE_OK
+
+
 def _set_deadline(conn: sqlite3.Connection, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     # A non-zero return from the handler makes SQLite abort the statement with "interrupted".
@@ -53,20 +62,33 @@ def _set_deadline(conn: sqlite3.Connection, timeout_s: float) -> None:
 def sqlite_from_context(sql_context: str, *, timeout_s: float = 10.0) -> sqlite3.Connection:
     """A fresh in-memory SQLite database holding the tables and rows that ``sql_context`` creates.
 
+    The context is often untrusted (a request's body), so it stays inside that in-memory database: no
+    ATTACH, no ``VACUUM INTO`` a file (attached databases are limited to 0), no forbidden functions.
     Raises :class:`SqlContextError` naming SQLite's complaint when the context is empty or broken.
     """
     if not isinstance(sql_context, str) or not sql_context.strip():
         raise SqlContextError("the sql_context is empty: it must hold CREATE TABLE (and INSERT) statements.")
     conn = sqlite3.connect(":memory:", check_same_thread=False)
+    conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
+    conn.set_authorizer(_context_authorizer)
     _set_deadline(conn, timeout_s)
     try:
         conn.executescript(sql_context)
-    except (sqlite3.Error, sqlite3.Warning) as exc:
+    except (sqlite3.Error, sqlite3.Warning, ValueError) as exc:  # ValueError: NUL or unencodable text
         conn.close()
-        reason = f"ran longer than {timeout_s:g} s" if "interrupted" in str(exc) else str(exc)
+        message = str(exc)
+        if "interrupted" in message:
+            reason = f"ran longer than {timeout_s:g} s"
+        elif "attached databases" in message or "not authorized" in message or "authorization denied" in message:
+            reason = "it may only create tables and insert rows; ATTACH, DETACH and VACUUM INTO are refused"
+        elif isinstance(exc, ValueError):
+            reason = "it holds a NUL character or text that is not valid Unicode"
+        else:
+            reason = message
         raise SqlContextError(f"the sql_context does not build an SQLite database ({reason}): fix its "
                               "CREATE TABLE / INSERT statements.") from exc
     conn.set_progress_handler(None, 0)
+    conn.set_authorizer(None)
     return conn
 
 

@@ -35,7 +35,8 @@ class RetrievedSchema:
 def validate_question(question: Any, max_chars: int = MAX_QUESTION_CHARS) -> str:
     """Return ``question`` stripped of surrounding whitespace, or raise :class:`QuestionError`.
 
-    Refuses non-strings, empty or whitespace-only questions, and questions longer than ``max_chars``.
+    Refuses non-strings, empty or whitespace-only questions, questions longer than ``max_chars``, and
+    text a tokenizer cannot take (NUL characters, lone surrogates).
     """
     if not isinstance(question, str):
         raise QuestionError(f"question must be text, got {type(question).__name__}: pass the question as a string")
@@ -44,6 +45,14 @@ def validate_question(question: Any, max_chars: int = MAX_QUESTION_CHARS) -> str
         raise QuestionError("question is empty: ask a question in words, e.g. 'How many orders were placed in 2023?'")
     if len(text) > max_chars:
         raise QuestionError(f"question is {len(text)} characters long, the limit is {max_chars}: shorten it")
+    if "\x00" in text:
+        raise QuestionError("question holds a NUL character: send plain text")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        # A JSON body may carry a lone surrogate ("\\ud800"); the tokenizer cannot take it.
+        raise QuestionError(f"question is not valid Unicode (lone surrogate at position {exc.start}): "
+                            "send UTF-8 text") from None
     return text
 
 

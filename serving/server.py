@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -32,7 +33,17 @@ class ServiceModel(kserve.Model):
         """Deliberately does not set ``ready`` (see the class docstring)."""
 
     def validate(self, payload):
-        """Pass the payload through: each model checks its own request and names the bad field."""
+        """Decode a JSON body KServe left as bytes; each model then checks its own fields.
+
+        KServe decodes a v1 body only when Content-Type is exactly ``application/json``; clients that
+        send ``application/json; charset=utf-8`` (many do) would otherwise get raw bytes through. The
+        request middleware has already refused bodies that are not UTF-8 JSON with a 400.
+        """
+        if isinstance(payload, (bytes, bytearray)):
+            try:
+                return json.loads(payload.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError):
+                return payload  # the model answers 400: the body must be a JSON object
         return payload
 
     async def healthy(self) -> bool:
@@ -41,13 +52,21 @@ class ServiceModel(kserve.Model):
         return self.ready
 
     def load_or_record(self) -> bool:
-        """:meth:`load`, keeping a :class:`CodeRAGError` as ``load_error`` instead of raising it."""
+        """:meth:`load`, keeping its failure as ``load_error`` (returned with every 503) instead of raising.
+
+        A :class:`CodeRAGError` already reads as a sentence; anything else (a library's own error) is
+        logged with its traceback and kept as one line, so the service never sits unready without a reason.
+        """
         try:
             return self.load()
         except CodeRAGError as exc:
             self.load_error = str(exc)
             log.error("model %s failed to load: %s", self.name, exc)
-            return False
+        except Exception as exc:  # noqa: BLE001 - a background load must record every failure
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            self.load_error = f"loading failed unexpectedly ({type(exc).__name__}: {first}): see the server log"
+            log.exception("model %s failed to load", self.name)
+        return False
 
 
 def server_options(args: argparse.Namespace) -> dict:

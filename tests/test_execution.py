@@ -37,6 +37,20 @@ def test_broken_context_is_a_clear_error(context):
         sqlite_from_context(context)
 
 
+@pytest.mark.parametrize("context, reason", [
+    ("ATTACH DATABASE '{f}' AS p; CREATE TABLE p.t (x INT);", "ATTACH, DETACH and VACUUM INTO are refused"),
+    ("CREATE TABLE t (x INT); VACUUM INTO '{f}';", "ATTACH, DETACH and VACUUM INTO are refused"),
+    ("CREATE TABLE t (x INT);\x00 INSERT INTO t VALUES (1);", "NUL character or text that is not valid Unicode"),
+    ("CREATE TABLE t (x TEXT); INSERT INTO t VALUES ('\ud800');", "NUL character or text that is not valid Unicode"),
+])
+def test_context_cannot_reach_files_or_smuggle_bad_text(tmp_path, context, reason):
+    """A request's sql_context stays in its in-memory database: it never creates or touches a file."""
+    target = tmp_path / "escaped.db"
+    with pytest.raises(SqlContextError, match=reason):
+        sqlite_from_context(context.format(f=target))
+    assert not target.exists()
+
+
 @pytest.mark.parametrize("sql", [
     "DELETE FROM orders",
     "INSERT INTO orders VALUES (4, 'cy', 1.0)",

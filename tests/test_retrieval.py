@@ -20,7 +20,8 @@ def test_validate_question_strips_whitespace():
 
 @pytest.mark.parametrize(
     ("question", "fragment"),
-    [("", "empty"), (" \t\n ", "empty"), ("x" * 2001, "2001 characters long, the limit is 2000"), (None, "must be text"), (42, "must be text")],
+    [("", "empty"), (" \t\n ", "empty"), ("x" * 2001, "2001 characters long, the limit is 2000"), (None, "must be text"),
+     (42, "must be text"), ("orders\x00?", "NUL character"), ("orders \ud800?", "lone surrogate at position 7")],
 )
 def test_validate_question_rejects_bad_input(question, fragment):
     with pytest.raises(QuestionError, match=fragment):

@@ -82,6 +82,19 @@ RETRIEVER_CASES = [
         "input 'query' must have datatype BYTES, got INT32",
     ),
     (RETRIEVER_V2, _v2({**QUERY, "data": [""]}), 400, f"query[0]: {EMPTY_QUESTION}"),
+    # JSON's "\ud800" escape decodes to a lone surrogate the tokenizer cannot take; "\u0000" to NUL.
+    (
+        RETRIEVER_V2,
+        _v2({**QUERY, "data": ["orders \ud800"]}),
+        400,
+        "query[0]: question is not valid Unicode (lone surrogate at position 7): send UTF-8 text",
+    ),
+    (
+        RETRIEVER_V1,
+        b'{"instances": [{"query": "orders\\u0000"}]}',
+        400,
+        "instances[0].query: question holds a NUL character: send plain text",
+    ),
 ]
 
 RAG_CASES = [
@@ -113,6 +126,13 @@ RAG_CASES = [
         400,
         'sql_context: the sql_context does not build an SQLite database (near "(": syntax error): '
         "fix its CREATE TABLE / INSERT statements.",
+    ),
+    (
+        RAG,
+        b'{"question": "orders?", "sql_context": "ATTACH DATABASE \'/tmp/coderag-escape.db\' AS p"}',
+        400,
+        "sql_context: the sql_context does not build an SQLite database (it may only create tables and insert "
+        "rows; ATTACH, DETACH and VACUUM INTO are refused): fix its CREATE TABLE / INSERT statements.",
     ),
     (
         RAG,

@@ -209,3 +209,30 @@ def test_cli_refuses_bad_configuration_in_one_line(flags, message):
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith(f"coderag: error: {message}")
+
+
+@pytest.mark.parametrize("content_type", ["application/json; charset=utf-8", "text/plain"])
+def test_json_body_with_another_content_type_is_served(retriever_service, content_type):
+    """KServe decodes only an exact application/json; a charset parameter must not turn a good body into a 400."""
+    response = httpx.post(f"{retriever_service.url}/v1/models/{MODEL}:predict",
+                          content=b'{"instances": [{"query": "patients per ward", "k": 2}]}',
+                          headers={"content-type": content_type}, timeout=30)
+    assert response.status_code == 200, response.text
+    assert len(response.json()["predictions"][0]["results"]) == 2
+
+
+def test_an_unexpected_load_failure_is_kept_as_the_503_reason():
+    from kserve.errors import ModelNotReady
+
+    from serving.server import ServiceModel
+
+    class Broken(ServiceModel):
+        def load(self):
+            raise RuntimeError("faiss: cannot map file\nsecond line")
+
+    model = Broken("broken")
+    assert model.load_or_record() is False and not model.ready
+    assert model.load_error == ("loading failed unexpectedly (RuntimeError: faiss: cannot map file): "
+                                "see the server log")
+    with pytest.raises(ModelNotReady):
+        asyncio.run(model.healthy())
