@@ -48,8 +48,10 @@ def deploy_release(*, model_dir: str | os.PathLike, index_dir: str | os.PathLike
 
     With ``deploy_dir`` the model and index are copied to ``releases/<id>/`` and ``current.json`` is
     replaced atomically (last, so a reader never sees a release whose files are missing). With
-    ``promote_repo`` (a git checkout holding ``manifests/overlays``) ``model_uri``/``index_uri`` are
-    promoted into overlay ``promote_env`` and committed. At least one of the two must be given.
+    ``promote_repo`` (a git checkout holding ``manifests/overlays``, or a git remote URL, which is cloned,
+    committed to and pushed: a pipeline pod has no checkout) ``model_uri``/``index_uri`` are promoted
+    into overlay ``promote_env``; KFP's ``minio://`` artifact URIs go in as the ``s3://`` URIs KServe
+    pulls. At least one of the two must be given.
     ``decision_path`` (the gate's decision JSON) is kept in the record; with ``outcome_path`` the run's
     outcome (status ``deployed``) is written there.
     """
@@ -73,12 +75,14 @@ def deploy_release(*, model_dir: str | os.PathLike, index_dir: str | os.PathLike
         _copy_tree_atomic(index_dir, release_root / "index")
         record.update(model_dir=str(release_root / "model"), index_dir=str(release_root / "index"))
     if promote_repo:
-        from coderag.promotion import promote
+        from coderag.promotion import PromotionSettings, is_git_remote, promote, promote_to_remote, serving_uri
 
-        result = promote(promote_repo, promote_env, model_uri, index_uri,
-                         metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+        promote_fn = promote_to_remote if is_git_remote(promote_repo) else promote
+        result = promote_fn(promote_repo, promote_env, serving_uri(model_uri), serving_uri(index_uri),
+                            metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+                            settings=PromotionSettings())
         record["promotion"] = {"env": result.env, "committed": result.committed, "commit": result.commit,
-                               "branch": result.branch}
+                               "branch": result.branch, "pushed_to": result.pushed_to}
     if deploy_dir:
         write_json_atomic(Path(deploy_dir).absolute() / CURRENT_FILE, record)
     log.info("deployed release %s", release_id)

@@ -141,7 +141,11 @@ def run_local(params: dict[str, Any], workdir: str | Path | None = None, *, verb
     workdir = Path(workdir or default_workdir()).absolute()
     if workdir.exists() and any(workdir.iterdir()):
         raise ConfigError(f"workdir {workdir} is not empty: choose a new directory (default runs/<timestamp>)")
-    pipeline = build_pipeline(placement=Placement(gpu=False, use_llm_secret=False))
+    if params.get("promote_repo"):
+        raise ConfigError("a local run's artifacts are files on this machine, which a cluster cannot pull, so it "
+                          "cannot promote them: drop --promote-repo (the release goes to --deploy-dir), or "
+                          "`coderag pipeline submit` to a cluster and promote from there")
+    pipeline = build_pipeline(placement=Placement(gpu=False, use_llm_secret=False, use_gitops_secret=False))
     known = set(inspect.signature(pipeline.pipeline_func).parameters)
     unknown = sorted(set(params) - known)
     if unknown:

@@ -52,7 +52,8 @@ class PipelineSettings(CodeRAGSettings):
     current_metrics: str = Field("", description="deployed release JSON to gate against "
                                                  "(local run: <deploy_dir>/current.json)")
     deploy_dir: str = Field("", description="where passing releases are published (local run: runs/deployed)")
-    promote_repo: str = Field("", description="GitOps checkout to promote into (empty: no promotion)")
+    promote_repo: str = Field("", description="GitOps repository to promote into: a git remote URL (cloned, "
+                              "committed to and pushed) or a checkout (empty: no promotion)")
     promote_env: str = Field("dev", pattern="^(dev|staging|prod)$")
     seed: int = 0
     # --- how to run it ---

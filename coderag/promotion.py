@@ -9,15 +9,17 @@ staging currently holds, so nothing reaches prod that did not run in staging fir
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import re
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from coderag.atomic_files import write_text_atomic
 from coderag.errors import CodeRAGError
@@ -50,6 +52,9 @@ class PromotionSettings(CodeRAGSettings):
     author_name: str = Field("coderag-promote", description="commit author name")
     author_email: str = Field("coderag-promote@users.noreply.local", description="commit author e-mail")
     kubectl: str = Field("kubectl", description="kubectl used to build the overlay (validation is skipped when absent)")
+    git_token: SecretStr = Field(
+        SecretStr(""), description="token for pushing to an https GitOps remote (a Kubernetes Secret in the cluster)"
+    )
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,25 @@ class PromotionResult:
     branch: str | None = None
     message: str = ""
     changed: dict[str, tuple[str, str]] = field(default_factory=dict)
+    pushed_to: str | None = None
+
+
+# KFP's default artifact store is MinIO, which KServe's storage initializer reads through its S3 client.
+_ARTIFACT_SCHEMES = {"minio://": "s3://"}
+_REMOTE = re.compile(r"^(https?|ssh|git|file)://|^[\w.-]+@[\w.-]+:")
+
+
+def serving_uri(artifact_uri: str) -> str:
+    """The storage URI KServe can pull for a pipeline artifact URI (``minio://b/p`` -> ``s3://b/p``)."""
+    for prefix, replacement in _ARTIFACT_SCHEMES.items():
+        if artifact_uri.startswith(prefix):
+            return replacement + artifact_uri[len(prefix):]
+    return artifact_uri
+
+
+def is_git_remote(target: str) -> bool:
+    """Whether ``target`` names a git remote (URL or ``user@host:path``) rather than a local checkout."""
+    return bool(_REMOTE.match(target))
 
 
 def release_path(repo_dir: Path, env: str) -> Path:
@@ -261,3 +285,54 @@ def promote(
     return PromotionResult(
         env, release, previous, committed=True, commit=commit, branch=branch, message=message, changed=changed
     )
+
+
+def _auth_config(remote: str, token: str) -> tuple[str, ...]:
+    """``git -c`` options sending ``token`` as an HTTP header, so it never lands in a URL, a log or .git/config."""
+    if not token or not remote.startswith("https://"):
+        return ()
+    basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+    return ("-c", f"http.extraHeader=Authorization: Basic {basic}")
+
+
+def promote_to_remote(
+    remote: str,
+    env: str,
+    model_uri: str,
+    index_uri: str,
+    metrics: dict | None = None,
+    image_digest: str | None = None,
+    *,
+    settings: PromotionSettings | None = None,
+) -> PromotionResult:
+    """:func:`promote` into a fresh clone of the GitOps repository ``remote``, then push the commit.
+
+    What a pipeline pod does: it has no checkout of its own. The branch is ``settings.branch`` (default:
+    the remote's default branch); an https remote authenticates with ``settings.git_token``. Nothing is
+    pushed when the overlay already holds these values; a rejected push (someone promoted meanwhile)
+    raises :class:`PromotionError` and can simply be retried.
+    """
+    settings = settings or PromotionSettings()
+    auth = _auth_config(remote, settings.git_token.get_secret_value())
+    with tempfile.TemporaryDirectory(prefix="coderag-gitops-") as scratch:
+        checkout = Path(scratch) / "repo"
+        try:
+            done = subprocess.run(["git", *auth, "clone", "--quiet", "--depth", "1", remote, str(checkout)],
+                                  capture_output=True, text=True, check=False)
+        except FileNotFoundError as exc:
+            raise PromotionError("git is not installed: install git to promote") from exc
+        if done.returncode != 0:
+            first = (done.stderr.strip().splitlines() or ["git clone failed"])[0][:300]
+            raise PromotionError(f"cannot clone the GitOps repository {remote} ({first}): check the URL and the "
+                                 "push token")
+        if settings.branch:
+            fetched = subprocess.run(["git", "-C", str(checkout), *auth, "fetch", "--quiet", "--depth", "1",
+                                      "origin", settings.branch], capture_output=True, check=False)
+            if fetched.returncode == 0:
+                _git(checkout, "switch", "--quiet", "-C", settings.branch, "FETCH_HEAD")
+        result = promote(checkout, env, model_uri, index_uri, metrics, image_digest, settings=settings)
+        if result.committed:
+            _git(checkout, *auth, "push", "--quiet", "origin", f"HEAD:refs/heads/{result.branch}")
+            result.pushed_to = remote
+            log.info("pushed %s to %s (%s)", result.commit, remote, result.branch)
+    return result

@@ -31,6 +31,10 @@ PIPELINE_NAME = "coderag-train-evaluate-deploy"
 LLM_SECRET_NAME = "coderag-llm"
 LLM_SECRET_KEY = "api-key"
 LLM_KEY_ENV = "CODERAG_LLM_API_KEY"
+# Secret with the token the deploy step pushes to the GitOps repository with (https remotes); optional.
+GITOPS_SECRET_NAME = "coderag-gitops"
+GITOPS_SECRET_KEY = "token"
+GITOPS_TOKEN_ENV = "CODERAG_PROMOTE_GIT_TOKEN"
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,7 @@ class Placement:
     gpu: bool = True
     accelerator_type: str = "nvidia.com/gpu"
     use_llm_secret: bool = True
+    use_gitops_secret: bool = True
 
 
 def _with_image(component, image: str):
@@ -101,7 +106,7 @@ def build_pipeline(image: str = IMAGE, placement: Placement | None = None):
         seed: int = 0,
     ):
         exit_task = ops["record-run-status"]()
-        exit_task.set_caching_options(False)
+        _resources(exit_task, "100m", "256Mi").set_caching_options(False)
         with dsl.ExitHandler(exit_task, name="train-evaluate-deploy"):
             synth = ops["synthesize"](
                 corpus_source=corpus_source, n_records=n_records, eval_fraction=eval_fraction, seed=seed,
@@ -136,6 +141,10 @@ def build_pipeline(image: str = IMAGE, placement: Placement | None = None):
                     decision=verdict.outputs["decision"], deploy_dir=deploy_dir, promote_repo=promote_repo,
                     promote_env=promote_env)
                 _resources(release, "500m", "1Gi").set_caching_options(False)
+                if placement.use_gitops_secret:
+                    kubernetes.use_secret_as_env(release, secret_name=GITOPS_SECRET_NAME,
+                                                 secret_key_to_env={GITOPS_SECRET_KEY: GITOPS_TOKEN_ENV},
+                                                 optional=True)
             with dsl.Else(name="gate-failed"):
                 skipped = ops["skip-deploy"](decision=verdict.outputs["decision"])
                 _resources(skipped, "100m", "256Mi").set_caching_options(False)

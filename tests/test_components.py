@@ -176,3 +176,25 @@ def test_deploy_promotes_artifact_uris_into_a_gitops_checkout(stages, tmp_path):
     message = subprocess.run(["git", "-C", str(repo), "log", "-1", "--format=%B"], capture_output=True, text=True,
                              check=True).stdout
     assert "recall@5: 0.8" in message
+
+
+@needs_tool("git", "scripts/install-system.sh")
+def test_deploy_pushes_kfp_minio_artifacts_to_a_gitops_remote_as_s3(stages, tmp_path):
+    """In the cluster the deploy step has no checkout: it clones the remote, commits and pushes s3:// URIs."""
+    from coderag.deployment import deploy_release
+
+    seed = tmp_path / "seed"
+    shutil.copytree(REPO_ROOT / "manifests", seed / "manifests")
+    for args in (("init", "--quiet", "--initial-branch=main"), ("add", "."), ("commit", "--quiet", "-m", "init")):
+        subprocess.run(["git", "-C", str(seed), "-c", "user.name=t", "-c", "user.email=t@t", *args], check=True)
+    remote = tmp_path / "gitops.git"
+    subprocess.run(["git", "clone", "--quiet", "--bare", str(seed), str(remote)], check=True)
+    _, a = stages
+    record = deploy_release(model_dir=a["model"].path, index_dir=a["index"].path, metrics={"recall@5": 0.8},
+                            model_uri="minio://mlpipeline/v2/artifacts/run-2/model",
+                            index_uri="minio://mlpipeline/v2/artifacts/run-2/index",
+                            promote_repo=f"file://{remote}", promote_env="dev")
+    assert record["promotion"]["committed"] and record["promotion"]["pushed_to"] == f"file://{remote}"
+    released = subprocess.run(["git", "-C", str(remote), "show", "main:manifests/overlays/dev/release.env"],
+                              capture_output=True, text=True, check=True).stdout
+    assert "MODEL_URI=s3://mlpipeline/v2/artifacts/run-2/model" in released

@@ -196,6 +196,14 @@ def test_generator_uses_huggingface_runtime_with_vllm_on_one_gpu():
     flags = {a.split("=")[0] for a in model["args"]}
     assert {"--backend", "--max-model-len", "--dtype", "--model_name"} <= flags
     assert model["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    security = model["securityContext"]
+    assert security["runAsNonRoot"] and security["readOnlyRootFilesystem"] and not security["allowPrivilegeEscalation"]
+    assert model["readinessProbe"]["httpGet"]["port"] == model["livenessProbe"]["httpGet"]["port"] == 8080
+    # A read-only root filesystem: every cache directory must lie on the writable /tmp volume.
+    writable = [m["mountPath"] for m in model["volumeMounts"]]
+    env = {e["name"]: e.get("value") for e in model["env"]}
+    for name in ("HOME", "HF_HOME", "VLLM_CACHE_ROOT", "TRITON_CACHE_DIR", "XDG_CACHE_HOME"):
+        assert any(env[name].startswith(path + "/") for path in writable), name
     runtime_file = CRD_DIR / "kserve-runtimes" / "kserve-huggingfaceserver.yaml"
     if runtime_file.is_file():
         runtime = yaml.safe_load(runtime_file.read_text())

@@ -53,8 +53,6 @@ def test_yaml_has_resource_requests_and_gpu_for_training(compiled):
     spec, _ = _docs(compiled)
     executors = spec["deploymentSpec"]["executors"]
     for name, executor in executors.items():
-        if name == "exec-record-run-status":
-            continue
         resources = executor["container"]["resources"]
         assert resources["cpuRequest"] > 0 and resources["memoryRequest"] > 0, name
     for name in ("exec-finetune", "exec-synthesize"):
@@ -84,7 +82,11 @@ def test_llm_key_comes_from_a_secret_never_a_parameter(compiled):
         secret = executors[name]["secretAsEnv"][0]
         assert secret["secretName"] == LLM_SECRET_NAME and secret["optional"] is True
         assert secret["keyToEnv"] == [{"envVar": "CODERAG_LLM_API_KEY", "secretKey": "api-key"}]
-    assert not any("key" in p for p in PIPELINE_PARAMETERS)
+    # The deploy step pushes to the GitOps remote with a token from its own Secret.
+    secret = executors["exec-deploy"]["secretAsEnv"][0]
+    assert secret["secretName"] == "coderag-gitops" and secret["optional"] is True
+    assert secret["keyToEnv"] == [{"envVar": "CODERAG_PROMOTE_GIT_TOKEN", "secretKey": "token"}]
+    assert not any("key" in p or p.endswith("token") or "secret" in p for p in PIPELINE_PARAMETERS)
 
 
 def test_image_override_leaves_module_components_alone(tmp_path):
@@ -130,6 +132,9 @@ def test_submit_and_run_validate_their_input(tmp_path, capsys):
     assert "--local" in capsys.readouterr().err
     assert cli_main(["pipeline", "run", "--local", "--promote-env", "qa"]) == 2
     assert "promote_env" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="cannot promote them: drop --promote-repo"):
+        run_local({"promote_repo": "https://example.com/gitops.git"}, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.fixture()

@@ -206,3 +206,59 @@ def test_cli_promote(gitops_repo, tmp_path, capsys):
     assert "prod accepts only the values staging deploys now" in capsys.readouterr().err
     assert main(argv[:-1] + ["{not json"]) == 2
     assert "--metrics is neither a JSON object nor a readable JSON file" in capsys.readouterr().err
+
+
+@pytest.fixture
+def gitops_remote(gitops_repo, tmp_path) -> Path:
+    """A bare repository standing in for the GitOps remote a pipeline pod pushes to."""
+    bare = tmp_path / "remote.git"
+    subprocess.run(["git", "clone", "--quiet", "--bare", str(gitops_repo), str(bare)], check=True)
+    return bare
+
+
+def test_promotion_to_a_remote_clones_commits_and_pushes_once(gitops_remote):
+    from coderag.promotion import promote_to_remote
+
+    url = f"file://{gitops_remote}"
+    before = git(gitops_remote, "rev-parse", "main")
+    result = promote_to_remote(url, "staging", "s3://art/run-9/encoder", "s3://art/run-9/index", metrics=METRICS)
+    assert result.committed and result.pushed_to == url and result.branch == "main"
+    assert git(gitops_remote, "rev-parse", "main") == result.commit != before
+    released = git(gitops_remote, "show", "main:manifests/overlays/staging/release.env")
+    assert "MODEL_URI=s3://art/run-9/encoder" in released and "INDEX_URI=s3://art/run-9/index" in released
+    again = promote_to_remote(url, "staging", "s3://art/run-9/encoder", "s3://art/run-9/index")
+    assert not again.committed and again.pushed_to is None
+    assert git(gitops_remote, "rev-parse", "main") == result.commit
+
+
+def test_promotion_to_a_remote_branch_leaves_main_alone(gitops_remote):
+    from coderag.promotion import promote_to_remote
+
+    main = git(gitops_remote, "rev-parse", "main")
+    settings = PromotionSettings(branch="promotions")
+    first = promote_to_remote(f"file://{gitops_remote}", "dev", "s3://a/m1", "s3://a/i1", settings=settings)
+    second = promote_to_remote(f"file://{gitops_remote}", "dev", "s3://a/m2", "s3://a/i2", settings=settings)
+    assert first.branch == second.branch == "promotions"
+    assert git(gitops_remote, "rev-parse", "main") == main
+    assert git(gitops_remote, "rev-list", "--count", f"{main}..promotions") == "2"  # the second built on the first
+
+
+def test_unreachable_remote_is_one_clear_error(tmp_path):
+    from coderag.promotion import promote_to_remote
+
+    with pytest.raises(PromotionError, match="cannot clone the GitOps repository file://.*check the URL") as err:
+        promote_to_remote(f"file://{tmp_path}/absent.git", "dev", "s3://a/m", "s3://a/i")
+    assert "\n" not in str(err.value)
+
+
+def test_remote_detection_uri_mapping_and_token_header():
+    from coderag.promotion import _auth_config, is_git_remote, serving_uri
+
+    assert is_git_remote("https://github.com/org/gitops.git") and is_git_remote("git@github.com:org/gitops.git")
+    assert is_git_remote("file:///srv/gitops.git") and not is_git_remote("/srv/checkout")
+    assert not is_git_remote("gitops")
+    assert serving_uri("minio://mlpipeline/v2/artifacts/run/model") == "s3://mlpipeline/v2/artifacts/run/model"
+    assert serving_uri("gs://bucket/model") == "gs://bucket/model"
+    header = _auth_config("https://github.com/org/gitops.git", "t0ken")
+    assert header == ("-c", "http.extraHeader=Authorization: Basic eC1hY2Nlc3MtdG9rZW46dDBrZW4=")
+    assert _auth_config("git@github.com:org/gitops.git", "t0ken") == () == _auth_config("https://h/r.git", "")
