@@ -68,8 +68,9 @@ class RetrieverModel(ServiceModel):
             encoder = self.settings.encoder
         if self.encoder_model is None:
             self.encoder_model = load_encoder(encoder or self.index.encoder_name)
-        # Raises SchemaIndexError (with the rebuild hint) when the encoder's dim differs from the index's.
-        self.index.check_compatible(self.encoder_model)
+        # Ready only when consistent: another dim, or other weights than the index was built with, raise
+        # SchemaIndexError (with the rebuild hint) instead of serving silently worse results.
+        self.index.check_compatible(self.encoder_model, strict=True)
         self.batcher = MicroBatcher(
             self.search_batch,
             max_batch_size=self.settings.max_batch_size,

@@ -135,3 +135,52 @@ def metric_value(samples: dict[str, float], name: str, **labels: str) -> float:
     if not found:
         raise KeyError(f"no sample {name} with {labels}")
     return total
+
+
+class ScriptedChatServer:
+    """An OpenAI-compatible ``/v1/chat/completions`` endpoint on 127.0.0.1 that answers scripted replies.
+
+    It stands in for vLLM where a test needs a given reply (broken SQL, DROP, prose), in the exact
+    wire format the ``openai`` client parses; every request it received is kept in ``requests``.
+    """
+
+    def __init__(self, replies: list[str]):
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.replies, self.requests = list(replies), []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output quiet
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+                outer.requests.append(body)
+                if self.path.rstrip("/") != "/v1/chat/completions" or not outer.replies:
+                    self.send_response(404 if outer.replies else 500)
+                    self.end_headers()
+                    return
+                content = outer.replies.pop(0)
+                answer = json.dumps({
+                    "id": f"chatcmpl-{len(outer.requests)}", "object": "chat.completion", "created": 0,
+                    "model": body.get("model", "scripted"),
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": content}}],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                }).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

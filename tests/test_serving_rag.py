@@ -53,10 +53,9 @@ def test_rag_metrics_after_a_question(rag_service):
     for stage in ("retrieve", "generate"):
         assert metric_value(samples, f"{metrics.STAGE_LATENCY}_count", service="rag", stage=stage) > 0
     assert metric_value(samples, f"{metrics.TOP1_SCORE}_count", service="rag") > 0
-    outcomes = sum(
-        metric_value(samples, name, service="rag") for name in (metrics.SQL_PARSE_FAILURES, metrics.GUARD_REFUSALS)
-    )
-    assert outcomes >= 0  # present (created at zero) even when every answer was allowed
+    # Present (created at zero) even when every answer was allowed: metric_value raises KeyError otherwise.
+    for name in (metrics.SQL_PARSE_FAILURES, metrics.GUARD_REFUSALS):
+        metric_value(samples, name, service="rag")
     assert metric_value(samples, metrics.MODEL_INFO, service="rag", llm="coderag-generator") == 1
     assert metric_value(samples, metrics.REQUESTS, service="rag", route="v1_predict", code="200") >= 1
 
@@ -108,3 +107,44 @@ def test_retriever_unreachable_is_503(generator_service, tmp_path):
         }
     finally:
         service.stop()
+
+
+def test_repair_guard_and_parse_paths_with_a_scripted_llm(serving_index_dir, tmp_path):
+    """Replies chosen to take each path: repaired after an SQLite error, refused by the guard, unparseable."""
+    from serving_harness import ScriptedChatServer
+
+    llm = ScriptedChatServer([
+        "```sql\nSELECT nme FROM patients\n```",  # SQLite: no such column -> one repair
+        "Fixed:\n```sql\nSELECT name FROM patients ORDER BY patient_id\n```",
+        "```sql\nDROP TABLE patients\n```",
+        "```sql\nSELECT FROM WHERE (\n```",
+    ])
+    service = start_service(
+        "rag",
+        ["--index_dir", str(serving_index_dir), "--generator_url", llm.url, "--generator_model", "scripted"],
+        tmp_path,
+        model_name=MODEL,
+    )
+    try:
+        repaired = _ask(service, {"question": "List the patients' names.", "sql_context": CONTEXT})
+        assert repaired["repaired"] is True and repaired["execution_error"] is None
+        assert repaired["sql"] == "SELECT name FROM patients ORDER BY patient_id"
+        assert repaired["rows"] == [["ann"], ["bob"], ["cy"]] and repaired["timings_ms"]["repair"] > 0
+        # The repair prompt carried the failed SQL and SQLite's complaint.
+        assert "no such column: nme" in llm.requests[1]["messages"][-1]["content"]
+
+        refused = _ask(service, {"question": "Remove the patients table.", "sql_context": CONTEXT})
+        assert refused["guard"]["allowed"] is False and refused["guard"]["statement_type"] == "DROP"
+        assert refused["rows"] is None and refused["repaired"] is False
+        garbled = _ask(service, {"question": "Which patients?", "repair": False})
+        assert garbled["guard"]["allowed"] is False and garbled["guard"]["reason"].startswith("refused:")
+
+        samples = scrape_metrics(service.url)
+        assert metric_value(samples, metrics.GUARD_REFUSALS, service="rag") == 1
+        assert metric_value(samples, metrics.SQL_PARSE_FAILURES, service="rag") == 1
+        assert metric_value(samples, metrics.EXECUTION_ERRORS, service="rag") == 0  # the repair succeeded
+        assert metric_value(samples, f"{metrics.STAGE_LATENCY}_count", service="rag", stage="repair") == 1
+        assert not llm.replies  # every scripted reply was used, none twice
+    finally:
+        assert service.stop() == 0
+        llm.close()

@@ -86,10 +86,12 @@ def test_concurrent_requests_all_answered_and_batched(retriever_service):
     assert all(r.status_code == 200 for r in responses)
     assert all(r.json()["predictions"][0]["results"][0]["domain"] == "education" for r in responses)
     after = scrape_metrics(retriever_service.url)
-    batched = metric_value(after, f"{metrics.BATCH_SIZE}_sum", service="retriever") - metric_value(
-        before, f"{metrics.BATCH_SIZE}_sum", service="retriever"
-    )
-    assert batched == 16  # every query went through exactly one micro-batch
+    def delta(sample: str) -> float:
+        name = f"{metrics.BATCH_SIZE}_{sample}"
+        return metric_value(after, name, service="retriever") - metric_value(before, name, service="retriever")
+
+    assert delta("sum") == 16  # every query went through exactly one micro-batch
+    assert delta("count") < 16  # and concurrent queries shared batches (one encode + one search each)
 
 
 def test_metrics_exported_with_values(retriever_service):
@@ -236,3 +238,17 @@ def test_an_unexpected_load_failure_is_kept_as_the_503_reason():
                                 "see the server log")
     with pytest.raises(ModelNotReady):
         asyncio.run(model.healthy())
+
+
+def test_retriever_is_not_ready_with_an_encoder_the_index_was_not_built_with(encoder_model, tmp_path):
+    """Same dimension, other weights: serving would be silently worse, so the model never becomes ready."""
+    import numpy as np
+
+    from coderag.index import SchemaIndex
+
+    index = SchemaIndex.from_vectors(np.eye(2, 384, dtype="float32"), ["a", "b"], encoder_name="my-finetuned",
+                                     encoder_fingerprint="0" * 16)
+    model = RetrieverModel(MODEL, RetrieverSettings(index_dir=tmp_path), index=index, encoder_model=encoder_model)
+    assert model.load_or_record() is False and not model.ready
+    assert "index was built with encoder my-finetuned" in model.load_error
+    assert "load the matching encoder" in model.load_error
