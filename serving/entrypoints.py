@@ -83,7 +83,11 @@ def build_service_parser(service: str, prog: str | None = None) -> argparse.Argu
             default=None,
             help=f"{field.description or name} (default: {field.default!r})",
         )
-    parser.set_defaults(model_name=_default_model_name(service), service=service, func=run_service)
+    # gRPC off unless asked for (--enable_grpc true): request validation, the JSON 4xx errors and the
+    # request metrics sit on the REST app, and gRPC's ModelInfer would also start a second, blocking
+    # load() of a model still loading in the background. The manifests expose only the HTTP port.
+    parser.set_defaults(model_name=_default_model_name(service), service=service, func=run_service,
+                        enable_grpc=False)
     return parser
 
 

@@ -79,6 +79,18 @@ def describe_json_problem(body: bytes) -> str | None:
     return None
 
 
+def describe_binary_problem(body: bytes, header_length: str) -> str | None:
+    """Why a v2 binary-extension body is unusable (its JSON header length or JSON part); ``None`` if fine."""
+    try:
+        length = int(header_length)
+    except ValueError:
+        length = -1
+    if not 0 < length <= len(body):
+        return (f"inference-header-content-length {header_length!r} must be the byte length of the JSON "
+                f"header at the start of the body (1 to {len(body)})")
+    return describe_json_problem(body[:length])
+
+
 def _json_type(value: object) -> str:
     return {list: "array", str: "string", bool: "boolean", int: "number", float: "number"}.get(type(value), "null")
 
@@ -105,13 +117,11 @@ class RequestGuardMiddleware:
 
         started = time.perf_counter()
         try:
-            if (
-                scope.get("method") == "POST"
-                and path.startswith(_INFERENCE_PREFIXES)
-                and not _has_header(scope, _BINARY_HEADER)
-            ):
+            if scope.get("method") == "POST" and path.startswith(_INFERENCE_PREFIXES):
                 body = await _read_body(receive)
-                problem = describe_json_problem(body)
+                # KServe's binary tensor extension (v2 only): a JSON header of the given length, then raw bytes.
+                binary = _header(scope, _BINARY_HEADER) if path.startswith("/v2/models/") else None
+                problem = describe_json_problem(body) if binary is None else describe_binary_problem(body, binary)
                 if problem is not None:
                     await _send_json(counting_send, HTTPStatus.BAD_REQUEST, error_body(path, 400, problem))
                     return
@@ -128,8 +138,9 @@ class RequestGuardMiddleware:
                 metrics.stage_latency.labels(service=self.service, stage="total").observe(time.perf_counter() - started)
 
 
-def _has_header(scope, name: bytes) -> bool:
-    return any(key.lower() == name for key, _ in scope.get("headers", ()))
+def _header(scope, name: bytes) -> str | None:
+    """The value of header ``name`` (lower-case bytes), or ``None`` when absent."""
+    return next((value.decode("latin-1") for key, value in scope.get("headers", ()) if key.lower() == name), None)
 
 
 async def _read_body(receive) -> bytes:

@@ -196,3 +196,22 @@ def test_bad_requests_are_counted_by_status(retriever_service):
     httpx.post(retriever_service.url + RETRIEVER_V1, content=b"[", timeout=30)
     samples = scrape_metrics(retriever_service.url)
     assert metric_value(samples, "coderag_requests_total", service="retriever", route="v1_predict", code="400") >= 1
+
+
+@pytest.mark.parametrize("service_name, path, length, body, message", [
+    ("retriever_service", RETRIEVER_V2, "abc", b'{"inputs": []}',
+     "inference-header-content-length 'abc' must be the byte length of the JSON header at the start of the body "
+     "(1 to 14)"),
+    ("retriever_service", RETRIEVER_V2, "999", b'{"inputs": []}',
+     "inference-header-content-length '999' must be the byte length of the JSON header at the start of the body "
+     "(1 to 14)"),
+    ("retriever_service", RETRIEVER_V2, "5", b'{"inputs": []}',
+     "request body is not valid JSON (Unterminated string starting at at line 1 column 2)"),
+    # Only v2 has the binary extension: elsewhere the header changes nothing and the body is checked.
+    ("rag_service", RAG, "3", b'{"question": ', "request body is not valid JSON (Expecting value at line 1 column 14)"),
+])
+def test_binary_extension_header_is_checked_not_trusted(request, service_name, path, length, body, message):
+    service = request.getfixturevalue(service_name)
+    response = httpx.post(service.url + path, content=body, timeout=30,
+                          headers={"content-type": "application/json", "inference-header-content-length": length})
+    _check(response, 400, message)

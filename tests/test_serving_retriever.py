@@ -252,3 +252,13 @@ def test_retriever_is_not_ready_with_an_encoder_the_index_was_not_built_with(enc
     assert model.load_or_record() is False and not model.ready
     assert "index was built with encoder my-finetuned" in model.load_error
     assert "load the matching encoder" in model.load_error
+
+
+@pytest.mark.parametrize("service", ["retriever", "generator", "rag"])
+def test_grpc_is_off_unless_asked_for(service):
+    """Validation, JSON errors and request metrics live on the REST app: gRPC must be an explicit choice."""
+    from serving.entrypoints import build_service_parser
+
+    parser = build_service_parser(service)
+    assert parser.parse_args([]).enable_grpc is False
+    assert parser.parse_args(["--enable_grpc", "true"]).enable_grpc is True
