@@ -90,10 +90,14 @@ def load_current_metrics(source: str | Path | None) -> dict[str, float] | None:
     """Metrics of the deployed release from a JSON file (``{"metrics": {...}}`` or a flat mapping).
 
     An empty ``source`` or a file that does not exist yet (nothing deployed) gives ``None``. A file that
-    exists but is not such JSON raises :class:`ConfigError`.
+    exists but is not such JSON, or a storage URI (never fetched), raises :class:`ConfigError`.
     """
     if source is None or str(source).strip() == "":
         return None
+    if "://" in str(source):
+        # Not fetched: treating an unreadable URI as "nothing deployed" would pass the regression check blindly.
+        raise ConfigError(f"deployed metrics {source} is a URI: pass a file path the gate step can read (e.g. the "
+                          "deploy volume's current.json), or empty when nothing is deployed yet")
     path = Path(source)
     if not path.is_file():
         return None

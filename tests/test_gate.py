@@ -71,6 +71,8 @@ def test_load_current_metrics_reads_release_or_flat_json(tmp_path):
     broken.write_text("{not json")
     with pytest.raises(ConfigError, match="broken.json"):
         load_current_metrics(broken)
+    with pytest.raises(ConfigError, match="s3://bucket/deployed/current.json is a URI: pass a file path"):
+        load_current_metrics("s3://bucket/deployed/current.json")
 
 
 def test_decide_writes_the_decision_with_its_inputs(tmp_path):
