@@ -1,7 +1,8 @@
 # One image for the KFP components, the retriever and the RAG endpoint; the command picks the role:
 #   coderag serve retriever | coderag serve rag | python -m components... (KFP sets the command).
 # The generator is not built here: it runs on KServe's Hugging Face runtime (vLLM backend).
-# Dependencies are installed by scripts/install.sh, the same script CI runs, with CPU-only torch.
+# Dependencies are installed by scripts/install.sh, the same script CI runs, with CPU-only torch and
+# every package at the exact version in scripts/constraints.txt.
 
 FROM python:3.11.11-slim-bookworm AS builder
 ENV PIP_NO_CACHE_DIR=1 \
@@ -10,7 +11,7 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/venv
 WORKDIR /src
 COPY pyproject.toml README.md ./
-COPY scripts/install.sh scripts/install.sh
+COPY scripts/install.sh scripts/constraints.txt scripts/
 COPY coderag/ coderag/
 COPY serving/ serving/
 COPY components/ components/

