@@ -39,6 +39,22 @@ class CodeRAGSettings(BaseSettings):
         log.info("settings service=%s %s", service, json.dumps(self.describe(), sort_keys=True))
 
     @classmethod
+    def from_values(cls, **values: Any):
+        """Settings from ``values`` and defaults only, never the environment.
+
+        For a settings object one service derives from its own (the RAG endpoint's in-process
+        retriever): that service's settings are the one source, read once.
+        """
+
+        class ValuesOnly(cls):
+            @classmethod
+            def settings_customise_sources(cls_, settings_cls, init_settings, **_sources):
+                return (init_settings,)
+
+        ValuesOnly.__name__ = ValuesOnly.__qualname__ = cls.__name__
+        return ValuesOnly(**values)
+
+    @classmethod
     def from_flags(cls, **flags: Any):
         """Build settings from CLI flags; flags left as ``None`` fall back to env, then defaults."""
         return cls(**{k: v for k, v in flags.items() if v is not None})

@@ -130,7 +130,7 @@ def run_service(args: argparse.Namespace) -> int:
 
         settings.check_retrieval_source()
         model = RagModel(args.model_name, settings)
-        run_model_server([model], service=service, args=args)
+        run_model_server([model], service=service, args=args, background_load=settings.background_load)
     return 0
 
 

@@ -74,7 +74,7 @@ class RagModel(ServiceModel):
                 max_retries=1,
             )
         if settings.retriever_url is None and self.local_retriever is None:
-            retriever_settings = RetrieverSettings(
+            retriever_settings = RetrieverSettings.from_values(
                 index_dir=settings.index_dir,
                 encoder=settings.encoder,
                 max_k=settings.max_k,

@@ -120,6 +120,9 @@ class RagSettings(CodeRAGSettings):
     max_tokens: int = Field(128, ge=8, le=4096, description="generation budget per call")
     repair: bool = Field(True, description="when executing, ask the LLM once to repair SQL that fails")
     execute_timeout_s: float = Field(5.0, gt=0, description="time limit of one SQLite execution")
+    background_load: bool = Field(
+        False, description="start serving at once and load the in-process index in the background (503 until ready)"
+    )
 
     @field_validator("retriever_url", "generator_url")
     @classmethod

@@ -148,3 +148,25 @@ def test_repair_guard_and_parse_paths_with_a_scripted_llm(serving_index_dir, tmp
     finally:
         assert service.stop() == 0
         llm.close()
+
+
+def test_in_process_retriever_takes_its_settings_from_the_rag_settings_only(serving_index_dir, monkeypatch):
+    """One settings object per service: a stray CODERAG_RETRIEVER_* variable must not reach the RAG endpoint."""
+    from serving.rag import RagModel
+    from serving.settings import RagSettings
+
+    monkeypatch.setenv("CODERAG_RETRIEVER_MAX_BATCH_SIZE", "not-a-number")
+    monkeypatch.setenv("CODERAG_RETRIEVER_MIN_SCORE", "0.99")
+    model = RagModel(MODEL, RagSettings(index_dir=serving_index_dir, max_k=7, default_k=2))
+    assert model.load() and model.local_retriever.ready
+    retriever_settings = model.local_retriever.settings
+    assert (retriever_settings.max_k, retriever_settings.default_k) == (7, 2)
+    assert retriever_settings.min_score is None and retriever_settings.max_batch_size == 64
+    model.stop()
+
+
+def test_rag_can_load_in_the_background():
+    from serving.entrypoints import build_service_parser, settings_from_args
+
+    args = build_service_parser("rag").parse_args(["--index_dir", "/srv/index", "--background_load", "true"])
+    assert settings_from_args("rag", args).background_load is True
