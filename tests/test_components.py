@@ -156,16 +156,21 @@ def test_record_run_status_writes_the_final_state(tmp_path):
     assert record["status"] == "FAILED" and record["reasons"] == ["synthesize failed"]
 
 
+def _gitops_checkout(repo: Path) -> Path:
+    """A git repository holding a copy of this project's manifests/, one commit on main."""
+    shutil.copytree(REPO_ROOT / "manifests", repo / "manifests")
+    for args in (("init", "--quiet", "--initial-branch=main"), ("add", "."), ("commit", "--quiet", "-m", "init")):
+        subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args], check=True)
+    return repo
+
+
 @needs_tool("git", "scripts/install-system.sh")
 def test_deploy_promotes_artifact_uris_into_a_gitops_checkout(stages, tmp_path):
     """With promote_repo, the deploy step commits the artifacts' URIs and metrics to the dev overlay."""
     from coderag.deployment import deploy_release
     from coderag.promotion import read_release
 
-    repo = tmp_path / "gitops"
-    shutil.copytree(REPO_ROOT / "manifests", repo / "manifests")
-    for args in (("init", "--quiet", "--initial-branch=main"), ("add", "."), ("commit", "--quiet", "-m", "init")):
-        subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args], check=True)
+    repo = _gitops_checkout(tmp_path / "gitops")
     _, a = stages
     record = deploy_release(model_dir=a["model"].path, index_dir=a["index"].path, metrics={"recall@5": 0.8, "ex": 0.3},
                             model_uri="s3://bucket/run-1/model", index_uri="s3://bucket/run-1/index",
@@ -183,10 +188,7 @@ def test_deploy_pushes_kfp_minio_artifacts_to_a_gitops_remote_as_s3(stages, tmp_
     """In the cluster the deploy step has no checkout: it clones the remote, commits and pushes s3:// URIs."""
     from coderag.deployment import deploy_release
 
-    seed = tmp_path / "seed"
-    shutil.copytree(REPO_ROOT / "manifests", seed / "manifests")
-    for args in (("init", "--quiet", "--initial-branch=main"), ("add", "."), ("commit", "--quiet", "-m", "init")):
-        subprocess.run(["git", "-C", str(seed), "-c", "user.name=t", "-c", "user.email=t@t", *args], check=True)
+    seed = _gitops_checkout(tmp_path / "seed")
     remote = tmp_path / "gitops.git"
     subprocess.run(["git", "clone", "--quiet", "--bare", str(seed), str(remote)], check=True)
     _, a = stages
