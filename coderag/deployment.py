@@ -75,12 +75,11 @@ def deploy_release(*, model_dir: str | os.PathLike, index_dir: str | os.PathLike
         _copy_tree_atomic(index_dir, release_root / "index")
         record.update(model_dir=str(release_root / "model"), index_dir=str(release_root / "index"))
     if promote_repo:
-        from coderag.promotion import PromotionSettings, is_git_remote, promote, promote_to_remote, serving_uri
+        from coderag.promotion import is_git_remote, promote, promote_to_remote, serving_uri
 
         promote_fn = promote_to_remote if is_git_remote(promote_repo) else promote
         result = promote_fn(promote_repo, promote_env, serving_uri(model_uri), serving_uri(index_uri),
-                            metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float))},
-                            settings=PromotionSettings())
+                            metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float))})
         record["promotion"] = {"env": result.env, "committed": result.committed, "commit": result.commit,
                                "branch": result.branch, "pushed_to": result.pushed_to}
     if deploy_dir:

@@ -35,20 +35,20 @@ _READ_ACTIONS = frozenset({sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.S
 _PROGRESS_STEPS = 1000
 
 
-def _read_only_authorizer(action: int, arg1, arg2, _db_name, _trigger) -> int:
-    if action not in _READ_ACTIONS:
-        return sqlite3.SQLITE_DENY
+def _calls_forbidden_function(action: int, arg2) -> bool:
     # For SQLITE_FUNCTION, arg2 is the function's name.
-    if action == sqlite3.SQLITE_FUNCTION and str(arg2 or "").lower() in FORBIDDEN_FUNCTIONS:
+    return action == sqlite3.SQLITE_FUNCTION and str(arg2 or "").lower() in FORBIDDEN_FUNCTIONS
+
+
+def _read_only_authorizer(action: int, arg1, arg2, _db_name, _trigger) -> int:
+    if action not in _READ_ACTIONS or _calls_forbidden_function(action, arg2):
         return sqlite3.SQLITE_DENY
     return sqlite3.SQLITE_OK
 
 
 def _context_authorizer(action: int, _arg1, arg2, _db_name, _trigger) -> int:
     """A context may build tables and rows in its own database, never reach a file or an extension."""
-    if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH):
-        return sqlite3.SQLITE_DENY
-    if action == sqlite3.SQLITE_FUNCTION and str(arg2 or "").lower() in FORBIDDEN_FUNCTIONS:
+    if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH) or _calls_forbidden_function(action, arg2):
         return sqlite3.SQLITE_DENY
     return sqlite3.SQLITE_OK
 
