@@ -1,4 +1,4 @@
-"""Fine-tuning throughput: samples/s of ``coderag.finetune.train_encoder`` on GPU vs CPU, same run.
+"""Fine-tuning throughput: samples/s of ``coderag.training.finetune.train_encoder`` on GPU vs CPU, same run.
 
 Both devices train the same encoder on the same pairs with the same loss, batch size and sequence
 length (MNRL, NO_DUPLICATES sampler; bf16/fp16 autocast on CUDA, fp32 on CPU). Each measurement is
@@ -28,7 +28,7 @@ def _pairs(args):
         import tempfile
 
         from coderag.corpus import generate_corpus
-        from coderag.synthesis import synthesize_pairs
+        from coderag.training.synthesis import synthesize_pairs
 
         out = Path(tempfile.mkdtemp(prefix="bench-pairs-")) / "pairs"
         synthesize_pairs(generate_corpus(n_records=args.n_records), out, show_progress=False)
@@ -41,7 +41,7 @@ def _measure(device: str, pairs, args, batch_size: int, steps: int) -> dict:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from coderag.finetune import train_encoder
+    from coderag.training.finetune import train_encoder
 
     model = SentenceTransformer(args.encoder, device=device)
     model.float()  # fp32 master weights; CUDA steps autocast to bf16/fp16
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     transformers.logging.set_verbosity_error()
     logging.getLogger("sentence_transformers").setLevel(logging.ERROR)
     if args.encoder is None:
-        from coderag.encoder import resolve_encoder_path
+        from coderag.retrieval.encoder import resolve_encoder_path
 
         args.encoder = resolve_encoder_path(None)
     pairs = _pairs(args)

@@ -79,8 +79,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from coderag.encoder import encoder_fingerprint, load_encoder
-    from coderag.index import SchemaIndex
+    from coderag.retrieval.encoder import encoder_fingerprint, load_encoder
+    from coderag.retrieval.index import SchemaIndex
 
     if args.threads:
         torch.set_num_threads(args.threads)

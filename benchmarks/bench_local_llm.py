@@ -12,9 +12,9 @@ import argparse
 import time
 
 from coderag.corpus import dedupe_schemas, generate_corpus
-from coderag.evaluation import evaluate_text_to_sql
-from coderag.generation import LocalTransformersGenerator
-from coderag.prompting import build_messages
+from coderag.evaluation.sql_metrics import evaluate_text_to_sql
+from coderag.generation.llm import LocalTransformersGenerator
+from coderag.generation.prompting import build_messages
 
 
 def measure(generator: LocalTransformersGenerator, records: list[dict], schemas: list[list[str]],

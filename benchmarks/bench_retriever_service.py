@@ -118,7 +118,7 @@ def synthetic_questions(n: int, seed: int = 1) -> list[str]:
 
 
 def build_vectors(encoder, snippets: list[str], n_encode: int, seed: int = 0) -> tuple[np.ndarray, int]:
-    from coderag.encoder import encode
+    from coderag.retrieval.encoder import encode
 
     n_encode = min(n_encode, len(snippets))
     started = time.perf_counter()
@@ -151,7 +151,7 @@ def summarize(name: str, latencies: list[float], seconds: float) -> dict:
 
 
 def run_in_process(encoder, index, questions: list[str], clients: int, k: int) -> dict:
-    from coderag.encoder import encode
+    from coderag.retrieval.encoder import encode
 
     latencies: list[float] = []
     lock = threading.Lock()
@@ -174,7 +174,7 @@ def run_in_process(encoder, index, questions: list[str], clients: int, k: int) -
 
 
 def run_batched(encoder, index, questions: list[str], k: int) -> dict:
-    from coderag.encoder import encode
+    from coderag.retrieval.encoder import encode
 
     started = time.perf_counter()
     index.search(encode(encoder, questions), k)
@@ -230,8 +230,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from serving_harness import start_service
 
-    from coderag.encoder import load_encoder
-    from coderag.index import SchemaIndex
+    from coderag.retrieval.encoder import load_encoder
+    from coderag.retrieval.index import SchemaIndex
 
     encoder = load_encoder()
     snippets, domains = synthetic_snippets(args.snippets)

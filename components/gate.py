@@ -1,4 +1,4 @@
-"""Component: the quality gate (coderag.gate.decide): passes only when every threshold holds."""
+"""Component: the quality gate (coderag.release.gate.decide): passes only when every threshold holds."""
 
 from typing import NamedTuple
 
@@ -14,7 +14,7 @@ def gate(metrics: Input[Metrics], min_recall_at_5: float, min_execution_accuracy
     import json
     from collections import namedtuple
 
-    from coderag.gate import decide
+    from coderag.release.gate import decide
 
     verdict = decide(dict(metrics.metadata), {"recall@5": min_recall_at_5, "ex": min_execution_accuracy},
                      current_metrics, max_regression=max_regression, decision_path=decision.path)

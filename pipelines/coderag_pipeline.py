@@ -80,20 +80,20 @@ def build_pipeline(image: str = IMAGE, placement: Placement | None = None):
                   description="CodeRAG: synthesize pairs, fine-tune the schema encoder, index, evaluate "
                               "(Recall@k, EM, EX), gate, and deploy/promote the release that passes.")
     def coderag_pipeline(
-        corpus_source: str = "builtin",
+        corpus: str = "builtin",
         n_records: int = 2000,
         eval_fraction: float = 0.2,
         synth_backend: str = "offline",
         max_train_pairs: int = 256,
         n_negatives: int = 0,
-        base_model: str = "",
+        encoder: str = "",
         epochs: float = 1.0,
         batch_size: int = 16,
         max_steps: int = 16,
         learning_rate: float = 5e-5,
         k: int = 3,
-        n_eval_questions: int = 10,
-        max_new_tokens: int = 96,
+        n_eval: int = 10,
+        max_new_tokens: int = 128,
         llm_base_url: str = "",
         llm_model: str = "",
         min_recall_at_5: float = 0.5,
@@ -109,22 +109,22 @@ def build_pipeline(image: str = IMAGE, placement: Placement | None = None):
         _resources(exit_task, "100m", "256Mi").set_caching_options(False)
         with dsl.ExitHandler(exit_task, name="train-evaluate-deploy"):
             synth = ops["synthesize"](
-                corpus_source=corpus_source, n_records=n_records, eval_fraction=eval_fraction, seed=seed,
+                corpus=corpus, n_records=n_records, eval_fraction=eval_fraction, seed=seed,
                 synth_backend=synth_backend, llm_base_url=llm_base_url, llm_model=llm_model,
                 max_train_pairs=max_train_pairs, n_negatives=n_negatives)
             _llm_key(_resources(synth, "2", "4Gi", gpu=True, placement=placement), placement)
 
             tune = ops["finetune"](
-                pairs=synth.outputs["pairs"], corpus=synth.outputs["corpus"], base_model=base_model,
+                pairs=synth.outputs["pairs"], corpus_split=synth.outputs["corpus_split"], encoder=encoder,
                 epochs=epochs, batch_size=batch_size, max_steps=max_steps, learning_rate=learning_rate, seed=seed)
             _resources(tune, "4", "8Gi", gpu=True, placement=placement)
 
-            index = ops["build-index"](corpus=synth.outputs["corpus"], model=tune.outputs["model"])
+            index = ops["build-index"](corpus_split=synth.outputs["corpus_split"], model=tune.outputs["model"])
             _resources(index, "2", "4Gi")
 
             scores = ops["evaluate"](
-                corpus=synth.outputs["corpus"], model=tune.outputs["model"], index=index.outputs["index"], k=k,
-                n_eval=n_eval_questions, max_new_tokens=max_new_tokens, llm_base_url=llm_base_url,
+                corpus_split=synth.outputs["corpus_split"], model=tune.outputs["model"], index=index.outputs["index"], k=k,
+                n_eval=n_eval, max_new_tokens=max_new_tokens, llm_base_url=llm_base_url,
                 llm_model=llm_model, seed=seed)
             _llm_key(_resources(scores, "2", "6Gi"), placement)
             scores.set_caching_options(False)  # the deployed baseline it is gated against changes

@@ -10,13 +10,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import types
-import typing
-from pathlib import Path
 
-from pydantic import SecretStr, ValidationError
-
-from coderag.errors import ConfigError
+from coderag.config import add_settings_flags
 
 log = logging.getLogger(__name__)
 
@@ -39,30 +34,6 @@ def _default_model_name(service: str) -> str:
     return {"retriever": DEFAULT_RETRIEVER_NAME, "generator": DEFAULT_GENERATOR_NAME, "rag": DEFAULT_RAG_NAME}[service]
 
 
-def _parse_bool(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
-def _flag_type(annotation):
-    """The argparse ``type`` for a settings field annotation (``X | None`` -> ``X``)."""
-    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
-        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
-    if annotation is bool:
-        return _parse_bool
-    if annotation in (int, float):
-        return annotation
-    if annotation is Path:
-        return Path
-    if annotation is SecretStr:
-        return str
-    return str
-
-
 def build_service_parser(service: str, prog: str | None = None) -> argparse.ArgumentParser:
     """The full parser of one service: KServe's server flags plus one flag per settings field."""
     from kserve.model_server import parser as kserve_parser
@@ -73,16 +44,10 @@ def build_service_parser(service: str, prog: str | None = None) -> argparse.Argu
         parents=[kserve_parser],
         description=SERVICE_HELP[service],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        epilog=f"Every CodeRAG flag may also be set as {settings_cls.model_config['env_prefix']}<FLAG> (upper case).",
+        epilog=f"Every CodeRAG flag may also be set as {settings_cls.model_config['env_prefix']}<FLAG> (upper case); "
+               "the LLM key only as CODERAG_LLM_API_KEY / OPENAI_API_KEY or a file (--llm_api_key_file).",
     )
-    group = parser.add_argument_group("CodeRAG settings")
-    for name, field in settings_cls.model_fields.items():
-        group.add_argument(
-            f"--{name}",
-            type=_flag_type(field.annotation),
-            default=None,
-            help=f"{field.description or name} (default: {field.default!r})",
-        )
+    add_settings_flags(parser.add_argument_group("CodeRAG settings"), settings_cls, style="kserve")
     # gRPC off unless asked for (--enable_grpc true): request validation, the JSON 4xx errors and the
     # request metrics sit on the REST app, and gRPC's ModelInfer would also start a second, blocking
     # load() of a model still loading in the background. The manifests expose only the HTTP port.
@@ -93,17 +58,7 @@ def build_service_parser(service: str, prog: str | None = None) -> argparse.Argu
 
 def settings_from_args(service: str, args: argparse.Namespace):
     """The service's settings from parsed flags; an invalid value raises :class:`ConfigError` in one line."""
-    settings_cls = _settings_class(service)
-    flags = {name: getattr(args, name, None) for name in settings_cls.model_fields}
-    try:
-        return settings_cls.from_flags(**flags)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err.get("loc", ())) or "settings"
-        raise ConfigError(
-            f"invalid {service} setting {where}: {err.get('msg')} (flag --{where} or "
-            f"{settings_cls.model_config['env_prefix']}{where.upper()})"
-        ) from None
+    return _settings_class(service).from_args(args, service)
 
 
 def run_service(args: argparse.Namespace) -> int:
@@ -112,7 +67,6 @@ def run_service(args: argparse.Namespace) -> int:
 
     service = args.service
     settings = settings_from_args(service, args)
-    settings.log_startup(service)
     if service == "retriever":
         from serving.retriever import RetrieverModel
 

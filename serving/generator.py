@@ -2,7 +2,7 @@
 
 In the cluster the generator is vLLM behind KServe's Hugging Face runtime, which serves
 ``/openai/v1/chat/completions``; this service answers the same route and wire format locally, so
-:class:`coderag.generation.OpenAIChatGenerator` (and the ``openai`` client) talk to either unchanged.
+:class:`coderag.generation.llm.OpenAIChatGenerator` (and the ``openai`` client) talk to either unchanged.
 
 KServe 0.21 ships ``OpenAIChatAdapterModel`` for this, but its request/response types import vLLM,
 which is not installed on CPU hosts (and must not be); the route is therefore added to KServe's app
@@ -38,7 +38,7 @@ class ChatRequestError(ValueError):
 
 
 class GeneratorModel(ServiceModel):
-    """Holds a :class:`~coderag.generation.LocalTransformersGenerator`; ready once it is loaded."""
+    """Holds a :class:`~coderag.generation.llm.LocalTransformersGenerator`; ready once it is loaded."""
 
     def __init__(self, name: str, settings: GeneratorSettings, *, generator=None) -> None:
         super().__init__(name)
@@ -49,10 +49,10 @@ class GeneratorModel(ServiceModel):
 
     def load(self) -> bool:
         if self.generator is None:
-            from coderag.generation import LocalTransformersGenerator
+            from coderag.generation.llm import LocalTransformersGenerator
 
             self.generator = LocalTransformersGenerator(
-                model_path=self.settings.model_path,
+                model_path=self.settings.llm_model,
                 gguf_file=self.settings.gguf_file,
                 max_new_tokens=self.settings.max_tokens_limit,
             )
@@ -93,7 +93,7 @@ class GeneratorModel(ServiceModel):
         limit = self.settings.max_tokens_limit
         max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
         if max_tokens is None:
-            max_tokens = min(self.settings.default_max_tokens, limit)
+            max_tokens = min(self.settings.max_new_tokens, limit)
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= limit:
             raise ChatRequestError(f"max_tokens must be an integer between 1 and {limit}, got {max_tokens!r}")
         temperature = body.get("temperature")

@@ -11,7 +11,7 @@
 
 Retrieval goes to the retriever service over KServe's v1 protocol (``retriever_url``) or runs in-process
 (``index_dir``); generation goes to any OpenAI-compatible endpoint through
-:class:`coderag.generation.OpenAIChatGenerator`. When the generator cannot be reached the answer is a
+:class:`coderag.generation.llm.OpenAIChatGenerator`. When the generator cannot be reached the answer is a
 503 that still carries the retrieved snippets.
 """
 
@@ -25,15 +25,15 @@ from typing import Any
 import httpx
 from kserve.errors import InvalidInput
 
-from coderag.answer import Answer, answer_from_schemas
 from coderag.errors import CodeRAGError, GenerationError, GeneratorUnavailable, QuestionError
-from coderag.execution import sqlite_from_context
-from coderag.retrieval import validate_question
+from coderag.generation.answer import Answer, answer_from_schemas
+from coderag.retrieval.search import validate_question
+from coderag.sql.execution import sqlite_from_context
 from serving import metrics
 from serving.errors import PartialResultError
 from serving.retriever import RetrieverModel
 from serving.server import ServiceModel
-from serving.settings import RagSettings, RetrieverSettings
+from serving.settings import DEFAULT_GENERATOR_NAME, RagSettings, RetrieverSettings
 
 log = logging.getLogger(__name__)
 SERVICE = "rag"
@@ -63,14 +63,14 @@ class RagModel(ServiceModel):
         settings = self.settings
         settings.check_retrieval_source()
         if self.generator is None:
-            from coderag.generation import OpenAIChatGenerator
+            from coderag.generation.llm import OpenAIChatGenerator
 
             # One retry: an unreachable generator should turn into a 503 within seconds, not minutes.
             self.generator = OpenAIChatGenerator(
-                base_url=settings.generator_url,
-                model=settings.generator_model,
-                api_key=settings.generator_api_key.get_secret_value() or None,
-                timeout=settings.generator_timeout_s,
+                base_url=settings.llm_base_url,
+                model=settings.llm_model or DEFAULT_GENERATOR_NAME,
+                api_key=settings.api_key(),
+                timeout=settings.llm_timeout_s,
                 max_retries=1,
             )
         if settings.retriever_url is None and self.local_retriever is None:
@@ -78,7 +78,7 @@ class RagModel(ServiceModel):
                 index_dir=settings.index_dir,
                 encoder=settings.encoder,
                 max_k=settings.max_k,
-                default_k=min(settings.default_k, settings.max_k),
+                k=min(settings.k, settings.max_k),
                 max_question_chars=settings.max_question_chars,
             )
             self.local_retriever = RetrieverModel(f"{self.name}-retriever", retriever_settings, service=SERVICE)
@@ -87,7 +87,7 @@ class RagModel(ServiceModel):
         metrics.set_model_info(
             SERVICE,
             model_name=self.name,
-            llm=settings.generator_model,
+            llm=settings.llm_model or DEFAULT_GENERATOR_NAME,
             retriever=settings.retriever_url or "in-process",
         )
         self.ready = True
@@ -111,7 +111,7 @@ class RagModel(ServiceModel):
             question = validate_question(payload["question"], max_chars=self.settings.max_question_chars)
         except QuestionError as exc:
             raise InvalidInput(f"question: {exc}") from None
-        k = payload.get("k", self.settings.default_k)
+        k = payload.get("k", self.settings.k)
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.settings.max_k:
             raise InvalidInput(f"k must be an integer between 1 and {self.settings.max_k}, got {k!r}")
         sql_context = payload.get("sql_context")
@@ -191,7 +191,7 @@ class RagModel(ServiceModel):
                 self.generator,
                 sql_context=request["sql_context"],
                 repair=request["repair"],
-                max_tokens=self.settings.max_tokens,
+                max_tokens=self.settings.max_new_tokens,
                 timeout_s=self.settings.execute_timeout_s,
             )
         except GeneratorUnavailable as exc:
@@ -231,6 +231,6 @@ class RagModel(ServiceModel):
 
 
 def _statement_type(answer: Answer) -> str:
-    from coderag.sql_guard import sql_guard
+    from coderag.sql.guard import sql_guard
 
     return sql_guard(answer.sql).statement_type if answer.sql else ""

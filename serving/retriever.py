@@ -24,10 +24,10 @@ import numpy as np
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
-from coderag.encoder import encode, load_encoder
 from coderag.errors import QuestionError
-from coderag.index import SchemaIndex
-from coderag.retrieval import RetrievedSchema, validate_question
+from coderag.retrieval.encoder import encode, load_encoder
+from coderag.retrieval.index import SchemaIndex
+from coderag.retrieval.search import RetrievedSchema, validate_question
 from serving import metrics
 from serving.batching import MicroBatcher
 from serving.server import ServiceModel
@@ -39,7 +39,7 @@ _V1_EXAMPLE = '{"instances": [{"query": "How many orders were placed in 2023?", 
 
 
 class RetrieverModel(ServiceModel):
-    """Encoder + :class:`~coderag.index.SchemaIndex` behind KServe's v1/v2 inference protocols."""
+    """Encoder + :class:`~coderag.retrieval.index.SchemaIndex` behind KServe's v1/v2 inference protocols."""
 
     def __init__(
         self,
@@ -155,7 +155,7 @@ class RetrieverModel(ServiceModel):
 
     def _k(self, value: Any, where: str) -> int:
         if value is None:
-            return self.settings.default_k
+            return self.settings.k
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= self.settings.max_k:
             raise InvalidInput(f"{where} must be an integer between 1 and {self.settings.max_k}, got {value!r}")
         return int(value)
@@ -221,7 +221,7 @@ class RetrieverModel(ServiceModel):
                 except UnicodeDecodeError:
                     raise InvalidInput(f"query[{i}] is not valid UTF-8: encode questions as UTF-8") from None
             queries.append(self._question(value, f"query[{i}]"))
-        k = self.settings.default_k
+        k = self.settings.k
         if "k" in by_name:
             k_values = _flat_values(by_name["k"])
             if len(k_values) != 1:

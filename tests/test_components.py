@@ -13,8 +13,8 @@ from tooling import needs_tool
 
 import components
 from coderag.errors import ConfigError
-from coderag.index import SchemaIndex
-from coderag.pipeline_stages import HELDOUT_FILE, TRAIN_FILE, read_corpus
+from coderag.pipeline.stages import HELDOUT_FILE, TRAIN_FILE, read_corpus
+from coderag.retrieval.index import SchemaIndex
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY = {"corpus_source": "builtin", "n_records": 200, "eval_fraction": 0.2, "seed": 0}
@@ -167,8 +167,8 @@ def _gitops_checkout(repo: Path) -> Path:
 @needs_tool("git", "scripts/install-system.sh")
 def test_deploy_promotes_artifact_uris_into_a_gitops_checkout(stages, tmp_path):
     """With promote_repo, the deploy step commits the artifacts' URIs and metrics to the dev overlay."""
-    from coderag.deployment import deploy_release
-    from coderag.promotion import read_release
+    from coderag.release.promotion import read_release
+    from coderag.release.publish import deploy_release
 
     repo = _gitops_checkout(tmp_path / "gitops")
     _, a = stages
@@ -186,7 +186,7 @@ def test_deploy_promotes_artifact_uris_into_a_gitops_checkout(stages, tmp_path):
 @needs_tool("git", "scripts/install-system.sh")
 def test_deploy_pushes_kfp_minio_artifacts_to_a_gitops_remote_as_s3(stages, tmp_path):
     """In the cluster the deploy step has no checkout: it clones the remote, commits and pushes s3:// URIs."""
-    from coderag.deployment import deploy_release
+    from coderag.release.publish import deploy_release
 
     seed = _gitops_checkout(tmp_path / "seed")
     remote = tmp_path / "gitops.git"

@@ -11,8 +11,15 @@ import sqlglot
 from sqlglot import exp
 
 from coderag.cli import main
-from coderag.corpus import (GRETEL_COLUMNS, dedupe_schemas, generate_corpus, load_corpus, normalize_schema,
-                            schema_only, split_statements)
+from coderag.corpus import (
+    GRETEL_COLUMNS,
+    dedupe_schemas,
+    generate_corpus,
+    load_corpus,
+    normalize_schema,
+    schema_only,
+    split_statements,
+)
 from coderag.corpus.domains import DOMAINS
 from coderag.errors import ConfigError, CorpusError
 

@@ -7,7 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from coderag.encoder import (
+from coderag.errors import ConfigError, EncoderError
+from coderag.retrieval.encoder import (
     DEFAULT_ENCODER,
     encode,
     encoder_dim,
@@ -16,7 +17,6 @@ from coderag.encoder import (
     load_encoder,
     resolve_encoder_path,
 )
-from coderag.errors import ConfigError, EncoderError
 
 
 def test_default_resolves_to_bundled_model_directory_as_str():

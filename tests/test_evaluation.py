@@ -9,7 +9,7 @@ import sqlite3
 import pytest
 
 from coderag.errors import GenerationError, GeneratorUnavailable
-from coderag.evaluation import (
+from coderag.evaluation.sql_metrics import (
     evaluate_text_to_sql,
     exact_match,
     execution_match,
@@ -67,7 +67,7 @@ def test_execution_match_on_a_connection_factory(tmp_path):
     setup = sqlite3.connect(path)
     setup.executescript(CONTEXT)
     setup.close()
-    from coderag.execution import open_sqlite_readonly
+    from coderag.sql.execution import open_sqlite_readonly
 
     assert execution_match("SELECT COUNT(*) FROM orders", "SELECT COUNT(order_id) FROM orders",
                            conn_factory=lambda: open_sqlite_readonly(path))
@@ -166,15 +166,15 @@ def test_format_table_side_by_side():
 
 @pytest.fixture(scope="module")
 def spider(spider_dir):
-    from coderag.spider import load_spider
+    from coderag.corpus.spider import load_spider
 
     return load_spider(spider_dir)
 
 
 def test_spider_gold_passes_guard_and_execution_match_on_its_sqlite(spider):
     """Every Spider dev gold query is allowed by the guard and matches itself under the read-only runner."""
-    from coderag.execution import open_sqlite_readonly
-    from coderag.sql_guard import sql_guard
+    from coderag.sql.execution import open_sqlite_readonly
+    from coderag.sql.guard import sql_guard
 
     refused = [r["sql"] for r in spider.records if not sql_guard(r["sql"]).allowed]
     assert not refused, refused[:3]
@@ -189,7 +189,7 @@ def test_spider_gold_passes_guard_and_execution_match_on_its_sqlite(spider):
 
 
 def test_spider_evaluation_loop_runs_on_the_sqlite_files(spider):
-    from coderag.execution import open_sqlite_readonly
+    from coderag.sql.execution import open_sqlite_readonly
 
     records = spider.records[:6]
     echo = ScriptedGenerator([f"```sql\n{r['sql']}\n```" for r in records])

@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from coderag.execution import (
+from coderag.sql.execution import (
     QueryTimeout,
     SqlContextError,
     SqlExecutionError,

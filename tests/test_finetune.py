@@ -11,9 +11,9 @@ from sentence_transformers import SentenceTransformer
 
 from coderag.cli import main as cli_main
 from coderag.errors import ConfigError, CorpusError
-from coderag.finetune import finetune_encoder, train_encoder
-from coderag.synthesis import synthesize_pairs
-from coderag.training_eval import build_retrieval_evaluator, evaluate_retrieval, split_by_domain
+from coderag.training.finetune import finetune_encoder, train_encoder
+from coderag.training.heldout import build_retrieval_evaluator, evaluate_retrieval, split_by_domain
+from coderag.training.synthesis import synthesize_pairs
 
 
 def test_split_by_domain_holds_out_whole_domains(training_records):
@@ -57,7 +57,7 @@ def test_tiny_finetune_lowers_loss_and_saves_a_reloadable_model(training_records
 
 
 def test_cached_loss_trains_with_hard_negative_columns(training_records, tmp_path):
-    from coderag.encoder import load_encoder
+    from coderag.retrieval.encoder import load_encoder
 
     rows = {"anchor": [r["sql_prompt"] for r in training_records[:8]],
             "positive": [r["sql"] for r in training_records[:8]],
@@ -78,7 +78,7 @@ def test_cli_finetune_reports_a_missing_pairs_dataset(tmp_path, capsys):
 
 def test_spider_schema_retrieval_evaluator(spider_dir, encoder_model):
     """Real outside data: each Spider dev question against all 166 Spider database schemas."""
-    from coderag.spider import load_spider
+    from coderag.corpus.spider import load_spider
 
     data = load_spider(spider_dir, "dev")
     corpus = [{"sql_context": schema, "domain": db_id} for db_id, schema in data.schemas.items()]
@@ -90,7 +90,7 @@ def test_spider_schema_retrieval_evaluator(spider_dir, encoder_model):
 
 def test_outside_data_is_scored_before_and_after_training(training_records, spider_dir, tmp_path):
     """Spider (real schemas the synthetic corpus never saw) is scored in the same run as the held-out split."""
-    from coderag.spider import load_spider
+    from coderag.corpus.spider import load_spider
 
     train, held_out = split_by_domain(training_records, 0.34, seed=0)
     synthesize_pairs(train, tmp_path / "pairs", categories=("text2code",), show_progress=False)

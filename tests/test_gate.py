@@ -8,7 +8,7 @@ import math
 import pytest
 
 from coderag.errors import ConfigError
-from coderag.gate import GateDecision, decide, evaluate_gate, load_current_metrics
+from coderag.release.gate import GateDecision, decide, evaluate_gate, load_current_metrics
 
 FLOORS = {"recall@5": 0.5, "ex": 0.2}
 

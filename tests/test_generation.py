@@ -11,17 +11,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from coderag.errors import ConfigError, GenerationError, GeneratorUnavailable, QuestionError
-from coderag.evaluation import evaluate_text_to_sql
-from coderag.generation import (
+from coderag.evaluation.sql_metrics import evaluate_text_to_sql
+from coderag.generation.llm import (
     LocalTransformersGenerator,
     OpenAIChatGenerator,
     SqlGenerator,
     make_generator,
     smollm2_location,
 )
-from coderag.prompting import build_messages
-from coderag.sql_guard import sql_guard
-from coderag.sql_text import extract_sql
+from coderag.generation.prompting import build_messages
+from coderag.sql.guard import sql_guard
+from coderag.sql.text import extract_sql
 
 SCHEMA = "CREATE TABLE patients (patient_id INTEGER, name TEXT, age INTEGER, ward TEXT);"
 CONTEXT = SCHEMA + " INSERT INTO patients VALUES (1, 'ann', 70, 'a'), (2, 'bob', 30, 'b');"

@@ -9,9 +9,9 @@ import faiss
 import numpy as np
 import pytest
 
-from coderag.encoder import DEFAULT_ENCODER, encode
 from coderag.errors import ConfigError, SchemaIndexError
-from coderag.index import CORPUS_MAP_FILE, INDEX_FILE, MANIFEST_FILE, SchemaIndex
+from coderag.retrieval.encoder import DEFAULT_ENCODER, encode
+from coderag.retrieval.index import CORPUS_MAP_FILE, INDEX_FILE, MANIFEST_FILE, SchemaIndex
 
 DIM_MISMATCH = "index dim 384 does not match encoder dim 768: rebuild the index with `coderag index build`"
 

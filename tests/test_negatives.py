@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from datasets import Dataset
 
-from coderag.encoder import encode
 from coderag.errors import ConfigError
-from coderag.negatives import mine_hard_negatives, mine_hard_negatives_report
-from coderag.synthesis import synthesize_pairs
-from coderag.synthesis_filter import normalize_text
+from coderag.retrieval.encoder import encode
+from coderag.training.negatives import mine_hard_negatives, mine_hard_negatives_report
+from coderag.training.synthesis import synthesize_pairs
+from coderag.training.synthesis_filter import normalize_text
 
 
 @pytest.fixture()

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from coderag.pipeline_settings import PIPELINE_PARAMETERS, PipelineSettings
 
 from coderag.cli import main as cli_main
 from coderag.errors import ConfigError
-from coderag.pipeline_run import DEFAULT_PACKAGE, PipelineSubmitError, compile_pipeline, run_local, submit
-from coderag.pipeline_settings import PIPELINE_PARAMETERS, PipelineSettings
 from components import IMAGE
 from pipelines.coderag_pipeline import LLM_SECRET_NAME, coderag_pipeline
+from pipelines.run import DEFAULT_PACKAGE, PipelineSubmitError, compile_pipeline, run_local, submit
 
 EXECUTORS = {"synthesize", "finetune", "build-index", "evaluate", "gate", "deploy", "skip-deploy",
              "record-run-status"}

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from tooling import needs_tool
 
-from coderag.promotion import PromotionError, PromotionSettings, promote, read_release
+from coderag.release.promotion import PromotionError, PromotionSettings, promote, read_release
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DIGEST = "sha256:" + "ab" * 32
@@ -217,7 +217,7 @@ def gitops_remote(gitops_repo, tmp_path) -> Path:
 
 
 def test_promotion_to_a_remote_clones_commits_and_pushes_once(gitops_remote):
-    from coderag.promotion import promote_to_remote
+    from coderag.release.promotion import promote_to_remote
 
     url = f"file://{gitops_remote}"
     before = git(gitops_remote, "rev-parse", "main")
@@ -232,7 +232,7 @@ def test_promotion_to_a_remote_clones_commits_and_pushes_once(gitops_remote):
 
 
 def test_promotion_to_a_remote_branch_leaves_main_alone(gitops_remote):
-    from coderag.promotion import promote_to_remote
+    from coderag.release.promotion import promote_to_remote
 
     main = git(gitops_remote, "rev-parse", "main")
     settings = PromotionSettings(branch="promotions")
@@ -244,7 +244,7 @@ def test_promotion_to_a_remote_branch_leaves_main_alone(gitops_remote):
 
 
 def test_unreachable_remote_is_one_clear_error(tmp_path):
-    from coderag.promotion import promote_to_remote
+    from coderag.release.promotion import promote_to_remote
 
     with pytest.raises(PromotionError, match="cannot clone the GitOps repository file://.*check the URL") as err:
         promote_to_remote(f"file://{tmp_path}/absent.git", "dev", "s3://a/m", "s3://a/i")
@@ -252,7 +252,7 @@ def test_unreachable_remote_is_one_clear_error(tmp_path):
 
 
 def test_remote_detection_uri_mapping_and_token_header():
-    from coderag.promotion import _auth_config, is_git_remote, serving_uri
+    from coderag.release.promotion import _auth_config, is_git_remote, serving_uri
 
     assert is_git_remote("https://github.com/org/gitops.git") and is_git_remote("git@github.com:org/gitops.git")
     assert is_git_remote("file:///srv/gitops.git") and not is_git_remote("/srv/checkout")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from coderag.report_table import render_main_report
-from coderag.sql_guard import sql_guard
+from coderag.evaluation.report import render_main_report
+from coderag.sql.guard import sql_guard
 
 
 def _report(sql: str) -> dict:

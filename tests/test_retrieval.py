@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 import coderag.cli
-import coderag.retrieval
+import coderag.retrieval.search
 from coderag.errors import ConfigError, QuestionError, SchemaIndexError
-from coderag.index import SchemaIndex
-from coderag.retrieval import RetrievedSchema, retrieve_schemas, validate_question
+from coderag.retrieval.index import SchemaIndex
+from coderag.retrieval.search import RetrievedSchema, retrieve_schemas, validate_question
 
 
 def test_validate_question_strips_whitespace():
@@ -45,13 +45,13 @@ def test_retrieves_the_matching_domain_first(built_schema_index, encoder_model):
 
 def test_all_questions_are_encoded_in_one_call(built_schema_index, encoder_model, monkeypatch):
     calls = []
-    real_encode = coderag.retrieval.encode
+    real_encode = coderag.retrieval.search.encode
 
     def counting_encode(model, texts, *args, **kwargs):
         calls.append(len(texts))
         return real_encode(model, texts, *args, **kwargs)
 
-    monkeypatch.setattr(coderag.retrieval, "encode", counting_encode)
+    monkeypatch.setattr(coderag.retrieval.search, "encode", counting_encode)
     results = retrieve_schemas(built_schema_index, encoder_model, ["orders per customer", "flights from Paris"], k=2)
     assert calls == [2] and len(results) == 2
 
@@ -112,8 +112,8 @@ def test_encoder_of_other_dim_is_refused(encoder_model):
 @pytest.fixture()
 def cli(monkeypatch):
     """``coderag.cli.main`` with this area wired in (the lead adds it to ``_AREAS`` permanently)."""
-    if "coderag.cli_index" not in coderag.cli._AREAS:
-        monkeypatch.setattr(coderag.cli, "_AREAS", (*coderag.cli._AREAS, "coderag.cli_index"))
+    if "coderag.cli.index" not in coderag.cli._AREAS:
+        monkeypatch.setattr(coderag.cli, "_AREAS", (*coderag.cli._AREAS, "coderag.cli.index"))
     return coderag.cli.main
 
 

@@ -6,7 +6,7 @@ import openai
 import pytest
 from serving_harness import metric_value, scrape_metrics
 
-from coderag.generation import OpenAIChatGenerator
+from coderag.generation.llm import OpenAIChatGenerator
 from serving import metrics
 
 MODEL = "coderag-generator"

@@ -29,7 +29,7 @@ def _ask(service, body, model=MODEL):
 
 
 def test_question_to_guarded_sql_with_snippets_and_timings(rag_service):
-    # repair=false bounds the test to one generation; the repair loop itself is the core's (coderag.answer).
+    # repair=false bounds the test to one generation; the repair loop itself is the core's (coderag.generation.answer).
     answer = _ask(
         rag_service,
         {"question": "How many patients are in each hospital ward?", "k": 2, "sql_context": CONTEXT, "repair": False},

@@ -244,7 +244,7 @@ def test_retriever_is_not_ready_with_an_encoder_the_index_was_not_built_with(enc
     """Same dimension, other weights: serving would be silently worse, so the model never becomes ready."""
     import numpy as np
 
-    from coderag.index import SchemaIndex
+    from coderag.retrieval.index import SchemaIndex
 
     index = SchemaIndex.from_vectors(np.eye(2, 384, dtype="float32"), ["a", "b"], encoder_name="my-finetuned",
                                      encoder_fingerprint="0" * 16)

@@ -9,8 +9,8 @@ import sqlglot
 from sqlglot import exp
 
 from coderag.corpus import GRETEL_COLUMNS, dedupe_schemas
+from coderag.corpus.spider import load_spider, quote_identifier, render_schema, sql_complexity
 from coderag.errors import CorpusError
-from coderag.spider import load_spider, quote_identifier, render_schema, sql_complexity
 
 
 @pytest.fixture(scope="module")

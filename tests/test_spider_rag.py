@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from coderag.evaluation import evaluate_text_to_sql, retrieval_metrics
-from coderag.execution import open_sqlite_readonly
-from coderag.index import SchemaIndex
-from coderag.retrieval import retrieve_schemas
+from coderag.evaluation.sql_metrics import evaluate_text_to_sql, retrieval_metrics
+from coderag.retrieval.index import SchemaIndex
+from coderag.retrieval.search import retrieve_schemas
+from coderag.sql.execution import open_sqlite_readonly
 
 
 @pytest.fixture(scope="module")
 def spider_index(spider_dir, encoder_model):
-    from coderag.spider import load_spider
+    from coderag.corpus.spider import load_spider
 
     data = load_spider(spider_dir)
     db_ids = sorted(data.schemas)

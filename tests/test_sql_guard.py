@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from coderag.sql_guard import sql_guard
+from coderag.sql.guard import sql_guard
 
 ALLOWED = [
     ("SELECT 1", "SELECT"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from coderag.sql_text import SqlParseError, extract_sql, normalize_sql, parse_sql, split_statements
+from coderag.sql.text import SqlParseError, extract_sql, normalize_sql, parse_sql, split_statements
 
 
 @pytest.mark.parametrize(

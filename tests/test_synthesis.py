@@ -9,9 +9,9 @@ import pytest
 from datasets import Dataset
 
 from coderag.errors import ConfigError, CorpusError, GenerationError
-from coderag.synthesis import TASK_CATEGORIES, shard_path_for, synthesize_pairs
-from coderag.synthesis_filter import Candidate, filter_candidates
-from coderag.synthesis_offline import describe_sql, rewrite_sql
+from coderag.training.synthesis import TASK_CATEGORIES, shard_path_for, synthesize_pairs
+from coderag.training.synthesis_filter import Candidate, filter_candidates
+from coderag.training.synthesis_offline import describe_sql, rewrite_sql
 
 
 def _load(path) -> list[dict]:
@@ -20,7 +20,7 @@ def _load(path) -> list[dict]:
 
 def test_offline_synthesis_is_deterministic_and_covers_four_categories(training_records, tmp_path):
     first = synthesize_pairs(training_records, tmp_path / "a", seed=3, show_progress=False)
-    second = synthesize_pairs(training_records, tmp_path / "b", seed=3, show_progress=False)
+    synthesize_pairs(training_records, tmp_path / "b", seed=3, show_progress=False)
     rows_a, rows_b = _load(tmp_path / "a"), _load(tmp_path / "b")
     assert rows_a == rows_b and first["kept"] == len(rows_a) > 0
     assert {r["category"] for r in rows_a} == set(TASK_CATEGORIES)

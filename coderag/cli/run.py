@@ -1,0 +1,69 @@
+"""``coderag run`` (the main job) and ``coderag ask`` (answer one question from a built index)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from coderag.config import JobSettings, add_settings_flags
+from coderag.evaluation.report import sql_verdict_label
+from coderag.generation.llm import make_generator
+
+LLM_FLAGS = ("llm_backend", "llm_base_url", "llm_model", "llm_api_key_file", "llm_timeout_s", "max_new_tokens", "k")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from coderag.evaluation.report import render_main_report
+    from coderag.pipeline.main_job import run_main_job
+
+    s = JobSettings.from_args(args, "main-job")
+    report = run_main_job(corpus_source=s.corpus, n_records=s.n_records, encoder=s.encoder, out_dir=s.out_dir,
+                          k=s.k, n_eval=s.n_eval, question=s.question, generator_factory=lambda: make_generator(s),
+                          seed=s.seed, max_new_tokens=s.max_new_tokens)
+    print(render_main_report(report.to_dict()))
+    print(f"index: {s.out_dir / 'index'}   results: {s.out_dir / 'results.json'}")
+    return 0
+
+
+def _cmd_ask(args: argparse.Namespace) -> int:
+    from coderag.generation.answer import answer_question
+    from coderag.retrieval.encoder import load_encoder
+    from coderag.retrieval.index import SchemaIndex
+    from coderag.retrieval.search import validate_question
+
+    s = JobSettings.from_args(args, "ask", question=args.question_text)
+    question = validate_question(s.question)
+    index = SchemaIndex.load(Path(args.index))
+    encoder_model = load_encoder(s.encoder or index.encoder_name)
+    index.check_compatible(encoder_model)
+    answer = answer_question(question, index=index, encoder_model=encoder_model,
+                             generator=make_generator(s), k=s.k, min_score=s.min_score,
+                             max_tokens=s.max_new_tokens)
+    if args.json:
+        print(json.dumps(answer.to_dict(), indent=2))
+    else:
+        for hit in answer.snippets:
+            print(f"[{hit['rank']}] score={hit['score']:.3f} domain={hit['domain']}")
+        verdict = sql_verdict_label(answer.allowed, answer.guard_reason)
+        print(f"SQL ({verdict}):\n{answer.sql or '(no SQL in the reply)'}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    run = sub.add_parser(
+        "run", help="main job: corpus -> index -> retrieval + EM/EX evaluation -> answer a question",
+        description="Build the corpus (offline generator by default), embed and index its schemas, score "
+                    "retrieval (Recall@k, MRR, nDCG@10) and SQL generation (EM, EX; with and without "
+                    "retrieval), answer a sample question, and write results.json.")
+    add_settings_flags(run, JobSettings, ("corpus", "n_records", "encoder", "out_dir", "n_eval", "question", "seed",
+                                          *LLM_FLAGS))
+    run.set_defaults(func=_cmd_run)
+
+    ask = sub.add_parser("ask", help="answer one question with SQL from a built index",
+                         description="Retrieve schemas from INDEX for the question, generate SQL, guard it.")
+    ask.add_argument("question_text", metavar="QUESTION")
+    ask.add_argument("--index", required=True, help="index directory (from `coderag run` or `coderag index build`)")
+    ask.add_argument("--json", action="store_true", help="print the answer as JSON")
+    add_settings_flags(ask, JobSettings, ("encoder", "min_score", *LLM_FLAGS))
+    ask.set_defaults(func=_cmd_ask)

@@ -1,0 +1,1 @@
+"""Scoring: SQL metrics (Exact Match, Execution Accuracy), ranking metrics of retrieval, and reports."""

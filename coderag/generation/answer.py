@@ -1,0 +1,106 @@
+"""Question -> SQL: retrieve schemas, prompt the LLM, extract, guard, optionally execute and repair.
+
+This is the core of the RAG endpoint and of ``coderag ask``; both are thin shells around
+:func:`answer_question` / :func:`answer_from_schemas`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from coderag.generation.prompting import build_messages
+from coderag.retrieval.search import RetrievedSchema, retrieve_schemas, validate_question
+from coderag.sql.execution import run_query, sqlite_from_context
+from coderag.sql.guard import sql_guard
+from coderag.sql.text import extract_sql
+
+
+@dataclass
+class Answer:
+    """The outcome of one question: SQL (empty when none could be extracted), guard verdict, evidence."""
+
+    question: str
+    sql: str
+    allowed: bool
+    guard_reason: str
+    snippets: list[dict[str, Any]] = field(default_factory=list)
+    reply: str = ""
+    rows: list[list[Any]] | None = None
+    execution_error: str | None = None
+    repaired: bool = False
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _repair_messages(messages: list[dict[str, str]], sql: str, error: str) -> list[dict[str, str]]:
+    """The original conversation plus the failed SQL and SQLite's error, asking for a fix."""
+    return [
+        *messages,
+        {"role": "assistant", "content": f"```sql\n{sql}\n```"},
+        {"role": "user", "content": f"SQLite error: {error}\nReturn the corrected query in a ```sql block."},
+    ]
+
+
+def answer_from_schemas(question: str, schemas: list[str], generator, *, sql_context: str | None = None,
+                        repair: bool = True, max_tokens: int = 128,
+                        timeout_s: float = 5.0) -> Answer:
+    """Generate, extract and guard SQL for ``question`` given retrieved ``schemas``.
+
+    With ``sql_context`` (CREATE TABLE + INSERT statements) the guarded SQL is executed on an in-memory
+    SQLite database built from it; on an execution error the LLM is asked once to repair its query.
+    Generator failures propagate (``GenerationError`` / ``GeneratorUnavailable``).
+    """
+    timings: dict[str, float] = {}
+    messages = build_messages(question, schemas)
+    t0 = time.perf_counter()
+    reply = generator.complete(messages, max_tokens=max_tokens, temperature=0.0)
+    timings["generate"] = (time.perf_counter() - t0) * 1000
+    sql = extract_sql(reply)
+    verdict = sql_guard(sql)
+    answer = Answer(question=question, sql=sql, allowed=verdict.allowed, guard_reason=verdict.reason,
+                    reply=reply, timings_ms=timings)
+    if not verdict.allowed or sql_context is None:
+        return answer
+    t0 = time.perf_counter()
+    try:
+        answer.rows = [list(r) for r in run_query(sqlite_from_context(sql_context), sql, timeout_s=timeout_s)]
+    except Exception as exc:  # noqa: BLE001 - any SQLite failure is reported and may be repaired
+        answer.execution_error = str(exc)
+    timings["execute"] = (time.perf_counter() - t0) * 1000
+    if answer.execution_error and repair:
+        t0 = time.perf_counter()
+        reply2 = generator.complete(_repair_messages(messages, sql, answer.execution_error),
+                                    max_tokens=max_tokens, temperature=0.0)
+        timings["repair"] = (time.perf_counter() - t0) * 1000
+        sql2 = extract_sql(reply2)
+        verdict2 = sql_guard(sql2)
+        answer.repaired = True
+        answer.reply, answer.sql = reply2, sql2
+        answer.allowed, answer.guard_reason = verdict2.allowed, verdict2.reason
+        answer.rows, answer.execution_error = None, None
+        if verdict2.allowed:
+            try:
+                answer.rows = [list(r) for r in run_query(sqlite_from_context(sql_context), sql2,
+                                                           timeout_s=timeout_s)]
+            except Exception as exc:  # noqa: BLE001
+                answer.execution_error = str(exc)
+    return answer
+
+
+def answer_question(question: str, *, index, encoder_model, generator, k: int = 3,
+                    min_score: float | None = None, sql_context: str | None = None,
+                    repair: bool = True, max_tokens: int = 128) -> Answer:
+    """Retrieve the top-``k`` schemas for ``question`` and answer it with :func:`answer_from_schemas`."""
+    question = validate_question(question)
+    t0 = time.perf_counter()
+    hits: list[RetrievedSchema] = retrieve_schemas(index, encoder_model, [question], k=k, min_score=min_score)[0]
+    retrieve_ms = (time.perf_counter() - t0) * 1000
+    answer = answer_from_schemas(question, [h.text for h in hits], generator, sql_context=sql_context,
+                                 repair=repair, max_tokens=max_tokens)
+    answer.snippets = [h.to_dict() for h in hits]
+    answer.timings_ms = {"retrieve": retrieve_ms, **answer.timings_ms}
+    return answer

@@ -1,0 +1,183 @@
+"""The pipeline's stages as plain functions over directories: what each KFP component calls.
+
+Each stage reads its inputs from paths, calls the core package, writes its outputs to paths and returns a
+JSON-serialisable report. Nothing here knows about KFP, so every stage runs (and is tested) on its own.
+
+Directory formats passed between stages:
+
+- corpus dir: ``train.jsonl`` and ``heldout.jsonl`` (gretel records; whole domains are held out so the
+  evaluation sees schemas the encoder never trained on) and ``corpus_report.json``.
+- pairs dir: a ``datasets`` Dataset (``save_to_disk``) of (anchor, positive[, negative_i]) pairs.
+- model dir: a sentence-transformers model (with model card); index dir: a :class:`SchemaIndex`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+from coderag.atomic_files import write_json_atomic, write_jsonl_atomic
+from coderag.config import CodeRAGSettings
+from coderag.errors import CorpusError
+
+log = logging.getLogger(__name__)
+
+TRAIN_FILE, HELDOUT_FILE, CORPUS_REPORT = "train.jsonl", "heldout.jsonl", "corpus_report.json"
+# The pair tasks that train question -> schema retrieval (what the index serves).
+RETRIEVAL_TASKS = ("question->schema", "paraphrase->schema", "hybrid_question->schema")
+RETRIEVAL_CATEGORIES = ("text2code", "hybrid")
+
+
+def stage_generator(llm_base_url: str = "", llm_model: str = ""):
+    """The generator a stage uses: the endpoint when ``llm_base_url`` is set (its key from
+    ``CODERAG_LLM_API_KEY``, a Kubernetes Secret in the cluster), else the local model."""
+    from coderag.generation.llm import make_generator
+
+    return make_generator(CodeRAGSettings(llm_base_url=llm_base_url or None, llm_model=llm_model or None))
+
+
+def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The records of one JSONL file written by :func:`prepare_corpus`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CorpusError(f"corpus file {path} does not exist: run the synthesize stage first")
+    with path.open(encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def read_corpus(corpus_dir: str | os.PathLike) -> tuple[list[dict], list[dict]]:
+    """(train records, held-out records) of a corpus dir."""
+    corpus_dir = Path(corpus_dir)
+    return read_records(corpus_dir / TRAIN_FILE), read_records(corpus_dir / HELDOUT_FILE)
+
+
+def prepare_corpus(source: str, n_records: int, eval_fraction: float, seed: int,
+                   corpus_dir: str | os.PathLike) -> tuple[list[dict], list[dict], dict[str, Any]]:
+    """Load ``source`` (``builtin``: the generated corpus), split it by domain and write the corpus dir."""
+    from coderag.corpus import load_corpus
+    from coderag.training.heldout import split_by_domain
+
+    records = load_corpus(source, limit=n_records, seed=seed)
+    train, held_out = split_by_domain(records, eval_fraction, seed)
+    corpus_dir = Path(corpus_dir)
+    write_jsonl_atomic(corpus_dir / TRAIN_FILE, train)
+    write_jsonl_atomic(corpus_dir / HELDOUT_FILE, held_out)
+    report = {
+        "source": source, "records": len(records), "train_records": len(train), "heldout_records": len(held_out),
+        "domains": len({str(r["domain"]) for r in records}),
+        "heldout_domains": sorted({str(r["domain"]) for r in held_out}),
+    }
+    write_json_atomic(corpus_dir / CORPUS_REPORT, report)
+    return train, held_out, report
+
+
+def synthesize_stage(*, corpus: str, n_records: int, eval_fraction: float, seed: int,
+                     corpus_dir: str | os.PathLike, pairs_dir: str | os.PathLike, backend: str = "offline",
+                     llm_base_url: str = "", llm_model: str = "", max_train_pairs: int = 256,
+                     n_negatives: int = 0, show_progress: bool = False) -> dict[str, Any]:
+    """Corpus -> held-out split -> synthesized pairs (retrieval tasks, subsampled) [-> hard negatives].
+
+    Pairs come from the train side only. ``max_train_pairs`` (0: all) bounds fine-tuning cost;
+    ``n_negatives`` > 0 mines that many hard negatives per pair with the base encoder.
+    """
+    from coderag.training.artifacts import load_pairs, save_dataset, select_pairs
+    from coderag.training.synthesis import synthesize_pairs
+
+    train, _, corpus_report = prepare_corpus(corpus, n_records, eval_fraction, seed, corpus_dir)
+    generator = stage_generator(llm_base_url, llm_model) if backend == "llm" else None
+    pairs_dir = Path(pairs_dir)
+    # Only the categories that yield schema-retrieval pairs, and only as many records as the cap needs
+    # (2 of the 5 pairs they make per record are other tasks): synthesis and its SQL filter cost per pair.
+    synth = synthesize_pairs(train, pairs_dir, backend=backend, generator=generator, seed=seed,
+                             categories=RETRIEVAL_CATEGORIES,
+                             max_pairs=2 * max_train_pairs if max_train_pairs else None,
+                             show_progress=show_progress)
+    pairs = select_pairs(load_pairs(pairs_dir), RETRIEVAL_TASKS, max_train_pairs, seed, source=str(pairs_dir))
+    report: dict[str, Any] = {"corpus": corpus_report, "synthesis": synth, "train_pairs": len(pairs)}
+    if n_negatives > 0:
+        from coderag.retrieval.encoder import load_encoder
+        from coderag.training.negatives import mine_hard_negatives_report
+
+        pairs, report["negatives"] = mine_hard_negatives_report(
+            pairs, None, load_encoder(None), n_negatives=n_negatives, show_progress=show_progress)
+        report["train_pairs"] = len(pairs)
+    save_dataset(pairs, pairs_dir, extra_files={"pairs_report.json": json.dumps(report, indent=2)})
+    return report
+
+
+def finetune_stage(*, pairs_dir: str | os.PathLike, corpus_dir: str | os.PathLike, model_dir: str | os.PathLike,
+                   encoder: str = "", epochs: float = 1.0, batch_size: int = 16, max_steps: int = 0,
+                   learning_rate: float = 5e-5, max_eval_queries: int = 200, seed: int = 0,
+                   show_progress: bool = False) -> dict[str, Any]:
+    """Fine-tune the bi-encoder on the pairs; held-out domains score it before and after (in the report)."""
+    from coderag.training.artifacts import load_pairs
+    from coderag.training.finetune import finetune_encoder
+
+    train, held_out = read_corpus(corpus_dir)
+    return finetune_encoder(
+        load_pairs(pairs_dir), held_out, model_dir, corpus_records=train, base_model=encoder or None,
+        epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, max_steps=max_steps or None,
+        max_eval_queries=max_eval_queries or None, seed=seed, show_progress=show_progress)
+
+
+def build_index_stage(*, corpus_dir: str | os.PathLike, model_dir: str | os.PathLike,
+                      index_dir: str | os.PathLike, batch_size: int = 64) -> dict[str, Any]:
+    """Embed every unique schema of the corpus (train and held-out) with the model and save the index."""
+    from coderag.corpus import dedupe_schemas
+    from coderag.retrieval.encoder import load_encoder
+    from coderag.retrieval.index import SchemaIndex
+
+    train, held_out = read_corpus(corpus_dir)
+    schemas = dedupe_schemas(train + held_out)
+    encoder_model = load_encoder(str(model_dir))
+    index = SchemaIndex.build(encoder_model, schemas.snippets, domains=schemas.snippet_domains,
+                              encoder_name=str(model_dir), batch_size=batch_size)
+    index.save(index_dir)
+    return {"count": index.count, "dim": index.dim, "duplicates_dropped": schemas.duplicates_dropped}
+
+
+def evaluate_stage(*, corpus_dir: str | os.PathLike, model_dir: str | os.PathLike, index_dir: str | os.PathLike,
+                   k: int = 3, n_eval: int = 10, max_new_tokens: int = 128, llm_base_url: str = "",
+                   llm_model: str = "", max_retrieval_queries: int = 0, seed: int = 0,
+                   details_path: str | os.PathLike | None = None, show_progress: bool = False) -> dict[str, Any]:
+    """Score the candidate on held-out questions: retrieval over the whole index, then EM/EX on ``n_eval``.
+
+    Returns flat metrics (``recall@1/5/10``, ``mrr``, ``ndcg@10``, ``em``, ``ex``, counts). With
+    ``details_path`` the per-question rows are written there as JSON.
+    """
+    from coderag.corpus import dedupe_schemas
+    from coderag.evaluation.sql_metrics import evaluate_text_to_sql
+    from coderag.pipeline.main_job import evaluate_retrieval, sample_eval_records
+    from coderag.retrieval.encoder import load_encoder
+    from coderag.retrieval.index import SchemaIndex
+    from coderag.retrieval.search import retrieve_schemas
+
+    train, held_out = read_corpus(corpus_dir)
+    if not held_out:
+        raise CorpusError(f"corpus dir {corpus_dir} holds no held-out records: raise eval_fraction")
+    gold = dedupe_schemas(train + held_out).record_to_snippet[len(train):]
+    index = SchemaIndex.load(index_dir)
+    encoder_model = load_encoder(str(model_dir))
+    index.check_compatible(encoder_model, strict=True)
+    queries = held_out
+    if max_retrieval_queries and len(held_out) > max_retrieval_queries:
+        picked = sorted(random.Random(seed).sample(range(len(held_out)), max_retrieval_queries))
+        queries, gold = [held_out[i] for i in picked], [gold[i] for i in picked]
+    metrics: dict[str, Any] = dict(evaluate_retrieval(index, encoder_model, queries, gold))
+    metrics["retrieval_queries"] = len(queries)
+
+    eval_records = sample_eval_records(held_out, n_eval, seed)
+    hits = retrieve_schemas(index, encoder_model, [r["sql_prompt"] for r in eval_records], k=k)
+    scored = evaluate_text_to_sql(eval_records, stage_generator(llm_base_url, llm_model),
+                                  [[h.text for h in row] for row in hits], max_tokens=max_new_tokens,
+                                  desc="EX/EM", show_progress=show_progress)
+    aggregate = scored["aggregate"]
+    metrics.update({"em": aggregate["em"], "ex": aggregate["ex"], "n_eval": aggregate["n"],
+                    "parse_failures": aggregate["parse_failures"], "guard_refusals": aggregate["guard_refusals"]})
+    if details_path is not None:
+        write_json_atomic(Path(details_path), {"metrics": metrics, "rows": scored["rows"]})
+    return metrics

@@ -1,0 +1,319 @@
+"""GitOps promotion: write a model/index/image release into one kustomize overlay and commit it.
+
+Each overlay (``manifests/overlays/<env>``) takes its released values from ``release.env``
+(``MODEL_URI``, ``INDEX_URI``, ``IMAGE``), which kustomize turns into the ``coderag-release`` ConfigMap
+and copies into the InferenceServices. Promotion rewrites only that file, checks the overlay still
+builds with the new values, and commits it; Argo CD deploys the commit. Prod only takes the values
+staging currently holds, so nothing reaches prod that did not run in staging first.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from coderag.atomic_files import write_text_atomic
+from coderag.config import PromotionSettings
+from coderag.errors import CodeRAGError
+
+log = logging.getLogger(__name__)
+
+ENVIRONMENTS = ("dev", "staging", "prod")
+OVERLAYS_DIR = Path("manifests") / "overlays"
+RELEASE_FILE = "release.env"
+RELEASE_KEYS = ("MODEL_URI", "INDEX_URI", "IMAGE")
+URI_SCHEMES = ("s3://", "gs://", "azure://", "https://", "hf://", "pvc://", "oci://")
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._\-/:]*[a-z0-9]@sha256:[0-9a-f]{64}$")
+
+
+class PromotionError(CodeRAGError):
+    """A promotion cannot be made: bad values, prod values not in staging, or an overlay that fails to build."""
+
+
+@dataclass(frozen=True)
+class Release:
+    """The values one overlay deploys."""
+
+    model_uri: str
+    index_uri: str
+    image: str
+
+    def as_env(self) -> dict[str, str]:
+        return {"MODEL_URI": self.model_uri, "INDEX_URI": self.index_uri, "IMAGE": self.image}
+
+
+@dataclass
+class PromotionResult:
+    """What :func:`promote` did: ``committed`` is False when the overlay already held these values."""
+
+    env: str
+    release: Release
+    previous: Release
+    committed: bool
+    commit: str | None = None
+    branch: str | None = None
+    message: str = ""
+    changed: dict[str, tuple[str, str]] = field(default_factory=dict)
+    pushed_to: str | None = None
+
+
+# KFP's default artifact store is MinIO, which KServe's storage initializer reads through its S3 client.
+_ARTIFACT_SCHEMES = {"minio://": "s3://"}
+_REMOTE = re.compile(r"^(https?|ssh|git|file)://|^[\w.-]+@[\w.-]+:")
+
+
+def serving_uri(artifact_uri: str) -> str:
+    """The storage URI KServe can pull for a pipeline artifact URI (``minio://b/p`` -> ``s3://b/p``)."""
+    for prefix, replacement in _ARTIFACT_SCHEMES.items():
+        if artifact_uri.startswith(prefix):
+            return replacement + artifact_uri[len(prefix):]
+    return artifact_uri
+
+
+def is_git_remote(target: str) -> bool:
+    """Whether ``target`` names a git remote (URL or ``user@host:path``) rather than a local checkout."""
+    return bool(_REMOTE.match(target))
+
+
+def release_path(repo_dir: Path, env: str) -> Path:
+    return Path(repo_dir) / OVERLAYS_DIR / env / RELEASE_FILE
+
+
+def read_release(repo_dir: Path, env: str) -> Release:
+    """The values overlay ``env`` currently deploys (from its ``release.env``)."""
+    _check_env(env)
+    path = release_path(repo_dir, env)
+    if not path.is_file():
+        raise PromotionError(f"{path} does not exist: run promote from a checkout that has manifests/overlays/{env}")
+    values: dict[str, str] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            raise PromotionError(f"{path}:{number} is not KEY=VALUE: fix the line or restore the file from git")
+        values[key.strip()] = value.strip()
+    missing = [k for k in RELEASE_KEYS if k not in values]
+    if missing:
+        raise PromotionError(f"{path} lacks {', '.join(missing)}: restore the file from git")
+    return Release(values["MODEL_URI"], values["INDEX_URI"], values["IMAGE"])
+
+
+def render_release(release: Release) -> str:
+    """``release.env`` text for ``release`` (kustomize's env-file format)."""
+    lines = ["# Written by `coderag promote`; kustomize copies these into the InferenceServices."]
+    lines += [f"{k}={v}" for k, v in release.as_env().items()]
+    return "\n".join(lines) + "\n"
+
+
+def check_release(release: Release) -> None:
+    """Raise :class:`PromotionError` unless every value is a usable URI / digest-pinned image."""
+    for name, uri in (("model URI", release.model_uri), ("index URI", release.index_uri)):
+        if not uri.startswith(URI_SCHEMES) or any(c.isspace() for c in uri) or len(uri) <= len(uri.split("://")[0]) + 3:
+            raise PromotionError(
+                f"{name} {uri!r} is not a storage URI: use one of {', '.join(URI_SCHEMES)} followed by a path"
+            )
+    if not _IMAGE_REF.match(release.image):
+        raise PromotionError(
+            f"image {release.image!r} is not pinned by digest: pass --image-digest sha256:<64 hex digits>"
+        )
+
+
+def _image_with_digest(current_image: str, digest: str) -> str:
+    if not _DIGEST.match(digest):
+        raise PromotionError(
+            f"image digest {digest!r} is not sha256:<64 lowercase hex digits>: copy it from the registry"
+        )
+    return current_image.split("@", 1)[0] + "@" + digest
+
+
+def _check_env(env: str) -> None:
+    if env not in ENVIRONMENTS:
+        raise PromotionError(f"unknown environment {env!r}: choose one of {', '.join(ENVIRONMENTS)}")
+
+
+def _git(repo_dir: Path, *args: str) -> str:
+    try:
+        done = subprocess.run(["git", "-C", str(repo_dir), *args], capture_output=True, text=True, check=False)
+    except FileNotFoundError as exc:
+        raise PromotionError("git is not installed: install git to promote") from exc
+    if done.returncode != 0:
+        raise PromotionError(
+            f"git {_subcommand(args)} failed in {repo_dir}: {done.stderr.strip() or done.stdout.strip()}"
+        )
+    return done.stdout.strip()
+
+
+def _subcommand(args: tuple[str, ...]) -> str:
+    return next((a for i, a in enumerate(args) if not a.startswith("-") and (i == 0 or args[i - 1] != "-c")), "")
+
+
+def build_overlay(repo_dir: Path, env: str, kubectl: str = "kubectl") -> str | None:
+    """``kubectl kustomize`` output of overlay ``env``; ``None`` when kubectl is not installed."""
+    exe = shutil.which(kubectl)
+    if exe is None:
+        log.warning("kubectl not found: skipping the kustomize build check of overlay %s", env)
+        return None
+    overlay = Path(repo_dir) / OVERLAYS_DIR / env
+    done = subprocess.run([exe, "kustomize", str(overlay)], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise PromotionError(f"overlay {env} does not build with the new values: {done.stderr.strip()}")
+    return done.stdout
+
+
+def _commit_message(env: str, release: Release, previous: Release, metrics: dict | None) -> str:
+    subject = f"promote({env}): {release.model_uri}"
+    body = [f"Promote to {env}.", ""]
+    for key, new in release.as_env().items():
+        old = previous.as_env()[key]
+        body.append(f"{key}: {new}" + ("" if old == new else f" (was {old})"))
+    if metrics:
+        body += ["", "Evaluation metrics:"]
+        body += [f"  {k}: {json.dumps(v)}" for k, v in sorted(metrics.items())]
+    return subject + "\n\n" + "\n".join(body) + "\n"
+
+
+def _switch_branch(repo_dir: Path, branch: str) -> None:
+    current = _git(repo_dir, "rev-parse", "--abbrev-ref", "HEAD")
+    if current == branch:
+        return
+    exists = (
+        subprocess.run(
+            ["git", "-C", str(repo_dir), "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}"],
+            capture_output=True,
+            check=False,
+        ).returncode
+        == 0
+    )
+    _git(repo_dir, "switch", *(() if exists else ("-c",)), branch)
+
+
+def promote(
+    repo_dir: Path | str,
+    env: str,
+    model_uri: str,
+    index_uri: str,
+    metrics: dict | None = None,
+    image_digest: str | None = None,
+    *,
+    settings: PromotionSettings | None = None,
+) -> PromotionResult:
+    """Write ``model_uri``/``index_uri`` (and the image digest) into overlay ``env`` and commit it.
+
+    Promises: only ``manifests/overlays/<env>/release.env`` changes; the overlay is rebuilt with
+    ``kubectl kustomize`` (when installed) and the file restored if the build fails; a promotion of
+    the values already there makes no commit; prod accepts only the values staging holds now (its
+    image defaults to staging's). The commit message lists the values and ``metrics``.
+    """
+    settings = settings or PromotionSettings()
+    repo = Path(repo_dir)
+    _check_env(env)
+    _git(repo, "rev-parse", "--git-dir")
+    if settings.branch:
+        _switch_branch(repo, settings.branch)
+    previous = read_release(repo, env)
+
+    staging = read_release(repo, "staging") if env == "prod" else None
+    # Prod keeps staging's image unless a digest is given (and then it must be staging's).
+    base_image = staging.image if staging is not None else previous.image
+    image = _image_with_digest(previous.image, image_digest) if image_digest else base_image
+    release = Release(model_uri, index_uri, image)
+    check_release(release)
+    if staging is not None and release != staging:
+        diff = [k for k, v in release.as_env().items() if staging.as_env()[k] != v]
+        raise PromotionError(
+            f"prod accepts only the values staging deploys now, but {', '.join(diff)} "
+            f"{'differs' if len(diff) == 1 else 'differ'}: "
+            "promote to staging first"
+        )
+
+    changed = {k: (previous.as_env()[k], v) for k, v in release.as_env().items() if previous.as_env()[k] != v}
+    branch = _git(repo, "rev-parse", "--abbrev-ref", "HEAD")
+    if not changed:
+        log.info("overlay %s already deploys these values: nothing to commit", env)
+        return PromotionResult(env, release, previous, committed=False, branch=branch)
+
+    path = release_path(repo, env)
+    old_text = path.read_text(encoding="utf-8")
+    write_text_atomic(path, render_release(release))
+    try:
+        built = build_overlay(repo, env, settings.kubectl)
+        if built is not None and not all(v in built for v in release.as_env().values()):
+            raise PromotionError(
+                f"overlay {env} built but does not deploy the new values: check its kustomization.yaml"
+            )
+    except BaseException:
+        write_text_atomic(path, old_text)
+        raise
+
+    message = _commit_message(env, release, previous, metrics)
+    relative = str(path.relative_to(repo))
+    _git(repo, "add", "--", relative)
+    # -c sets the committer too, so a machine without a git identity (a pipeline pod) can commit.
+    identity = ("-c", f"user.name={settings.author_name}", "-c", f"user.email={settings.author_email}")
+    _git(repo, *identity, "commit", "--quiet", "-m", message, "--", relative)
+    commit = _git(repo, "rev-parse", "HEAD")
+    log.info("promoted %s to %s in commit %s", release.model_uri, env, commit)
+    return PromotionResult(
+        env, release, previous, committed=True, commit=commit, branch=branch, message=message, changed=changed
+    )
+
+
+def _auth_config(remote: str, token: str) -> tuple[str, ...]:
+    """``git -c`` options sending ``token`` as an HTTP header, so it never lands in a URL, a log or .git/config."""
+    if not token or not remote.startswith("https://"):
+        return ()
+    basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+    return ("-c", f"http.extraHeader=Authorization: Basic {basic}")
+
+
+def promote_to_remote(
+    remote: str,
+    env: str,
+    model_uri: str,
+    index_uri: str,
+    metrics: dict | None = None,
+    image_digest: str | None = None,
+    *,
+    settings: PromotionSettings | None = None,
+) -> PromotionResult:
+    """:func:`promote` into a fresh clone of the GitOps repository ``remote``, then push the commit.
+
+    What a pipeline pod does: it has no checkout of its own. The branch is ``settings.branch`` (default:
+    the remote's default branch); an https remote authenticates with ``settings.git_token``. Nothing is
+    pushed when the overlay already holds these values; a rejected push (someone promoted meanwhile)
+    raises :class:`PromotionError` and can simply be retried.
+    """
+    settings = settings or PromotionSettings()
+    auth = _auth_config(remote, settings.git_token.get_secret_value())
+    with tempfile.TemporaryDirectory(prefix="coderag-gitops-") as scratch:
+        checkout = Path(scratch) / "repo"
+        try:
+            done = subprocess.run(["git", *auth, "clone", "--quiet", "--depth", "1", remote, str(checkout)],
+                                  capture_output=True, text=True, check=False)
+        except FileNotFoundError as exc:
+            raise PromotionError("git is not installed: install git to promote") from exc
+        if done.returncode != 0:
+            first = (done.stderr.strip().splitlines() or ["git clone failed"])[0][:300]
+            raise PromotionError(f"cannot clone the GitOps repository {remote} ({first}): check the URL and the "
+                                 "push token")
+        if settings.branch:
+            fetched = subprocess.run(["git", "-C", str(checkout), *auth, "fetch", "--quiet", "--depth", "1",
+                                      "origin", settings.branch], capture_output=True, check=False)
+            if fetched.returncode == 0:
+                _git(checkout, "switch", "--quiet", "-C", settings.branch, "FETCH_HEAD")
+        result = promote(checkout, env, model_uri, index_uri, metrics, image_digest, settings=settings)
+        if result.committed:
+            _git(checkout, *auth, "push", "--quiet", "origin", f"HEAD:refs/heads/{result.branch}")
+            result.pushed_to = remote
+            log.info("pushed %s to %s (%s)", result.commit, remote, result.branch)
+    return result

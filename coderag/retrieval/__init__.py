@@ -1,0 +1,1 @@
+"""The bi-encoder, the FAISS schema index, and question -> top-k schema search."""

@@ -1,0 +1,307 @@
+"""A FAISS inner-product index over L2-normalized schema embeddings (cosine similarity).
+
+An index directory holds three files:
+
+- ``sql_rag_faiss_index.bin``: the ``faiss.IndexFlatIP``;
+- ``corpus_map.json``: ``{"snippets": [...], "domains": [...]}``, row i describes vector i (JSON, no pickle);
+- ``manifest.json``: encoder, dim, count, metric and a SHA-256 per file, written last.
+
+Saving writes everything into a sibling temporary directory and swaps it in, so a crash never leaves a
+half-written index; loading checks the manifest before trusting any file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import faiss
+import numpy as np
+
+from coderag.atomic_files import atomic_directory
+from coderag.errors import ConfigError, SchemaIndexError
+from coderag.retrieval.encoder import encode, encoder_dim
+from coderag.retrieval.encoder import encoder_fingerprint as fingerprint_of
+from coderag.retrieval.encoder import encoder_name as name_of
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+INDEX_FILE = "sql_rag_faiss_index.bin"
+CORPUS_MAP_FILE = "corpus_map.json"
+MANIFEST_FILE = "manifest.json"
+INDEX_FILES = (INDEX_FILE, CORPUS_MAP_FILE, MANIFEST_FILE)
+_REBUILD = "rebuild the index with `coderag index build`"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_texts(snippets: Sequence[str], domains: Sequence[str] | None) -> tuple[list[str], list[str]]:
+    if isinstance(snippets, str):
+        raise ConfigError("snippets must be a list of schema texts, not a single string: wrap it in a list")
+    snippets = list(snippets)
+    if not snippets:
+        raise SchemaIndexError("cannot build an index from 0 schema snippets: check that the corpus is not empty")
+    for i, text in enumerate(snippets):
+        if not isinstance(text, str) or not text.strip():
+            raise ConfigError(f"schema snippet {i} is empty or not a string: drop it before indexing")
+    domains = [""] * len(snippets) if domains is None else [str(d) for d in domains]
+    if len(domains) != len(snippets):
+        raise ConfigError(f"got {len(domains)} domains for {len(snippets)} snippets: pass one domain per snippet")
+    return snippets, domains
+
+
+class SchemaIndex:
+    """Schema snippets, their domains and a ``faiss.IndexFlatIP`` whose row i embeds snippet i."""
+
+    def __init__(
+        self,
+        faiss_index: faiss.Index,
+        snippets: Sequence[str],
+        domains: Sequence[str],
+        encoder_name: str,
+        encoder_fingerprint: str | None = None,
+        created_at: str | None = None,
+    ) -> None:
+        if faiss_index.ntotal != len(snippets) or len(snippets) != len(domains):
+            raise SchemaIndexError(
+                f"index holds {faiss_index.ntotal} vectors for {len(snippets)} snippets and {len(domains)} domains: {_REBUILD}"
+            )
+        self.faiss_index = faiss_index
+        self.snippets = list(snippets)
+        self.domains = list(domains)
+        self.encoder_name = encoder_name
+        self.encoder_fingerprint = encoder_fingerprint
+        self.created_at = created_at
+
+    @property
+    def dim(self) -> int:
+        return int(self.faiss_index.d)
+
+    @property
+    def count(self) -> int:
+        return int(self.faiss_index.ntotal)
+
+    def __len__(self) -> int:
+        return self.count
+
+    @classmethod
+    def from_vectors(
+        cls,
+        vectors: np.ndarray,
+        snippets: Sequence[str],
+        domains: Sequence[str] | None = None,
+        encoder_name: str = "unknown",
+        encoder_fingerprint: str | None = None,
+    ) -> SchemaIndex:
+        """Index precomputed embeddings (row i for snippet i); rows are L2-normalized here if they were not."""
+        snippets, domains = _check_texts(snippets, domains)
+        vectors = np.asarray(vectors)
+        if vectors.ndim != 2 or vectors.shape[0] != len(snippets) or vectors.shape[1] < 1:
+            raise ConfigError(f"vectors have shape {vectors.shape} for {len(snippets)} snippets: pass one row per snippet")
+        if not np.isfinite(vectors).all():
+            raise ConfigError("vectors contain NaN or infinite values: re-encode the snippets")
+        vectors = np.array(vectors, dtype=np.float32, order="C", copy=True)
+        # Cosine similarity needs unit rows; normalizing already-unit rows is a cheap no-op.
+        faiss.normalize_L2(vectors)
+        flat = faiss.IndexFlatIP(vectors.shape[1])
+        flat.add(vectors)
+        return cls(flat, snippets, domains, encoder_name, encoder_fingerprint)
+
+    @classmethod
+    def build(
+        cls,
+        encoder_model: SentenceTransformer,
+        snippets: Sequence[str],
+        domains: Sequence[str] | None = None,
+        encoder_name: str | None = None,
+        batch_size: int = 64,
+        show_progress: bool | None = False,
+    ) -> SchemaIndex:
+        """Embed ``snippets`` with ``encoder_model`` and index them; ``encoder_name`` defaults to what the model was loaded as."""
+        snippets, domains = _check_texts(snippets, domains)
+        vectors = encode(encoder_model, snippets, batch_size=batch_size, show_progress=show_progress)
+        flat = faiss.IndexFlatIP(vectors.shape[1])
+        flat.add(vectors)  # encode() already returns unit-length float32 rows
+        name = encoder_name or name_of(encoder_model)
+        return cls(flat, snippets, domains, name, fingerprint_of(encoder_model))
+
+    def search(self, query_vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` cosine scores and snippet ids per query row; ``k`` is clipped to the index size.
+
+        Returns ``(scores, ids)``, both of shape (n_queries, min(k, count)), best first.
+        """
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ConfigError(f"k must be a positive integer, got {k!r}")
+        queries = np.asarray(query_vectors)
+        if queries.ndim == 1:
+            queries = queries[None, :]
+        if queries.ndim != 2 or queries.shape[1] != self.dim:
+            raise SchemaIndexError(
+                f"query vectors have shape {queries.shape} but the index dim is {self.dim}: "
+                f"encode questions with the index's encoder ({self.encoder_name})"
+            )
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        k = min(int(k), self.count)
+        if queries.shape[0] == 0:
+            return np.zeros((0, k), dtype=np.float32), np.zeros((0, k), dtype=np.int64)
+        scores, ids = self.faiss_index.search(queries, k)
+        return scores, ids
+
+    def check_compatible(self, encoder_model: SentenceTransformer, strict: bool = False) -> None:
+        """Raise :class:`SchemaIndexError` when ``encoder_model`` cannot query this index.
+
+        A dimension mismatch always raises; different weights (fingerprint) raise only when ``strict``,
+        otherwise they are logged as a warning, because results would be silently worse.
+        """
+        dim = encoder_dim(encoder_model)
+        if dim != self.dim:
+            raise SchemaIndexError(f"index dim {self.dim} does not match encoder dim {dim}: {_REBUILD}")
+        if self.encoder_fingerprint is None:
+            return
+        fingerprint = fingerprint_of(encoder_model)
+        if fingerprint != self.encoder_fingerprint:
+            message = (
+                f"index was built with encoder {self.encoder_name} ({self.encoder_fingerprint}) but the query "
+                f"encoder is {name_of(encoder_model)} ({fingerprint})"
+            )
+            if strict:
+                raise SchemaIndexError(f"{message}: {_REBUILD} or load the matching encoder")
+            log.warning("%s; retrieval quality may suffer", message)
+
+    def manifest(self, files: dict[str, str] | None = None) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "encoder": self.encoder_name,
+            "encoder_fingerprint": self.encoder_fingerprint,
+            "dim": self.dim,
+            "count": self.count,
+            "metric": "cosine",
+            "faiss_index": type(self.faiss_index).__name__,
+            "files": files or {},
+            "created_at": self.created_at,
+        }
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write the index to ``directory`` atomically and return its path.
+
+        Files go to a sibling temporary directory (manifest last) that then replaces ``directory``; on
+        any failure the temporary directory is removed and an existing index is left as it was. A
+        non-empty ``directory`` that is not an index is never overwritten.
+        """
+        target = Path(directory).expanduser().absolute()
+        if target.exists() and not target.is_dir():
+            raise SchemaIndexError(f"index path {target} is a file: choose a directory for --out")
+        if target.is_dir():
+            foreign = sorted(p.name for p in target.iterdir() if p.name not in INDEX_FILES)
+            if foreign:
+                raise SchemaIndexError(
+                    f"refusing to overwrite {target}: it holds files that are not part of an index "
+                    f"({', '.join(foreign[:3])}): choose an empty or new directory"
+                )
+        try:
+            with atomic_directory(target) as staging:
+                self.created_at = datetime.now(UTC).isoformat(timespec="seconds")
+                faiss.write_index(self.faiss_index, str(staging / INDEX_FILE))
+                corpus_map = {"snippets": self.snippets, "domains": self.domains}
+                (staging / CORPUS_MAP_FILE).write_text(json.dumps(corpus_map, ensure_ascii=False), encoding="utf-8")
+                files = {name: _sha256(staging / name) for name in (INDEX_FILE, CORPUS_MAP_FILE)}
+                manifest = json.dumps(self.manifest(files), indent=2, sort_keys=True)
+                (staging / MANIFEST_FILE).write_text(manifest + "\n", encoding="utf-8")
+        except (OSError, RuntimeError) as exc:
+            raise SchemaIndexError(f"could not write the index to {target} ({exc}): check the disk and permissions") from exc
+        log.info("index saved dir=%s count=%d dim=%d", target, self.count, self.dim)
+        return target
+
+    @classmethod
+    def load(
+        cls,
+        directory: str | os.PathLike,
+        expected_dim: int | None = None,
+        verify_checksums: bool = True,
+    ) -> SchemaIndex:
+        """Load an index directory written by :meth:`save`, checking the manifest first.
+
+        Raises :class:`SchemaIndexError` when the directory or a file is missing, a checksum or the
+        count disagrees with the manifest, a file is corrupt, or the dim differs from ``expected_dim``.
+        """
+        root = Path(directory).expanduser()
+        if not root.is_dir():
+            raise SchemaIndexError(f"index directory {root} does not exist: build one with `coderag index build --out {root}`")
+        manifest = _read_manifest(root)
+        for name in (INDEX_FILE, CORPUS_MAP_FILE):
+            path = root / name
+            if not path.is_file():
+                raise SchemaIndexError(f"index file {path} is missing: {_REBUILD}")
+            if verify_checksums and _sha256(path) != manifest["files"].get(name):
+                raise SchemaIndexError(f"index file {path} does not match its manifest checksum (corrupt or modified): {_REBUILD}")
+        try:
+            flat = faiss.read_index(str(root / INDEX_FILE))
+        except RuntimeError as exc:
+            raise SchemaIndexError(f"index file {root / INDEX_FILE} is not a readable FAISS index: {_REBUILD}") from exc
+        snippets, domains = _read_corpus_map(root / CORPUS_MAP_FILE)
+        count, dim = manifest["count"], manifest["dim"]
+        if flat.ntotal != count or len(snippets) != count or len(domains) != count:
+            raise SchemaIndexError(
+                f"index in {root} holds {flat.ntotal} vectors and {len(snippets)} snippets but its manifest says {count}: {_REBUILD}"
+            )
+        if flat.d != dim:
+            raise SchemaIndexError(f"index file in {root} has dim {flat.d} but its manifest says {dim}: {_REBUILD}")
+        if expected_dim is not None and int(expected_dim) != dim:
+            raise SchemaIndexError(f"index dim {dim} does not match encoder dim {expected_dim}: {_REBUILD}")
+        index = cls(flat, snippets, domains, manifest["encoder"], manifest.get("encoder_fingerprint"), manifest.get("created_at"))
+        log.info("index loaded dir=%s count=%d dim=%d encoder=%s", root, count, dim, index.encoder_name)
+        return index
+
+
+def _read_manifest(root: Path) -> dict[str, Any]:
+    path = root / MANIFEST_FILE
+    if not path.is_file():
+        raise SchemaIndexError(f"{root} has no {MANIFEST_FILE} (not an index, or its build was interrupted): {_REBUILD}")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SchemaIndexError(f"{path} is not valid JSON: {_REBUILD}") from exc
+    required = ("format_version", "encoder", "dim", "count", "metric", "files")
+    missing = [key for key in required if not isinstance(manifest, dict) or key not in manifest]
+    if missing:
+        raise SchemaIndexError(f"{path} lacks {', '.join(missing)}: {_REBUILD}")
+    if manifest["format_version"] != FORMAT_VERSION:
+        raise SchemaIndexError(
+            f"{path} has format version {manifest['format_version']!r}, this CodeRAG reads {FORMAT_VERSION}: {_REBUILD}"
+        )
+    if manifest["metric"] != "cosine":
+        raise SchemaIndexError(f"{path} declares metric {manifest['metric']!r}, only 'cosine' is supported: {_REBUILD}")
+    if not isinstance(manifest["files"], dict) or not all(isinstance(v, str) for v in manifest["files"].values()):
+        raise SchemaIndexError(f"{path} has a malformed 'files' entry: {_REBUILD}")
+    for key in ("dim", "count"):
+        if isinstance(manifest[key], bool) or not isinstance(manifest[key], int) or manifest[key] < 1:
+            raise SchemaIndexError(f"{path} has an invalid {key} {manifest[key]!r}: {_REBUILD}")
+    return manifest
+
+
+def _read_corpus_map(path: Path) -> tuple[list[str], list[str]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SchemaIndexError(f"{path} is not valid JSON: {_REBUILD}") from exc
+    snippets = data.get("snippets") if isinstance(data, dict) else None
+    domains = data.get("domains") if isinstance(data, dict) else None
+    if not isinstance(snippets, list) or not isinstance(domains, list) or not all(isinstance(s, str) for s in snippets + domains):
+        raise SchemaIndexError(f"{path} must hold lists of strings 'snippets' and 'domains': {_REBUILD}")
+    return snippets, domains

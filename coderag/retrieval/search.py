@@ -1,0 +1,115 @@
+"""Question -> top-k schema snippets with cosine scores."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from coderag.errors import ConfigError, QuestionError
+from coderag.retrieval.encoder import encode
+from coderag.retrieval.index import SchemaIndex
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+MAX_QUESTION_CHARS = 2000
+
+
+@dataclass(frozen=True)
+class RetrievedSchema:
+    """One retrieved schema snippet: its 1-based rank, row in the index, cosine score, text and domain."""
+
+    rank: int
+    snippet_id: int
+    score: float
+    text: str
+    domain: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def validate_question(question: Any, max_chars: int = MAX_QUESTION_CHARS) -> str:
+    """Return ``question`` stripped of surrounding whitespace, or raise :class:`QuestionError`.
+
+    Refuses non-strings, empty or whitespace-only questions, questions longer than ``max_chars``, and
+    text a tokenizer cannot take (NUL characters, lone surrogates).
+    """
+    if not isinstance(question, str):
+        raise QuestionError(f"question must be text, got {type(question).__name__}: pass the question as a string")
+    text = question.strip()
+    if not text:
+        raise QuestionError("question is empty: ask a question in words, e.g. 'How many orders were placed in 2023?'")
+    if len(text) > max_chars:
+        raise QuestionError(f"question is {len(text)} characters long, the limit is {max_chars}: shorten it")
+    if "\x00" in text:
+        raise QuestionError("question holds a NUL character: send plain text")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        # A JSON body may carry a lone surrogate ("\\ud800"); the tokenizer cannot take it.
+        raise QuestionError(f"question is not valid Unicode (lone surrogate at position {exc.start}): "
+                            "send UTF-8 text") from None
+    return text
+
+
+def _check_k(k: Any) -> int:
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+        raise ConfigError(f"k must be a positive integer (number of schemas to retrieve), got {k!r}")
+    return int(k)
+
+
+def _check_min_score(min_score: Any) -> float | None:
+    if min_score is None:
+        return None
+    if isinstance(min_score, bool) or not isinstance(min_score, numbers.Real) or not math.isfinite(min_score):
+        raise ConfigError(f"min score must be a number between -1 and 1, got {min_score!r}")
+    if not -1.0 <= min_score <= 1.0:
+        raise ConfigError(f"min score {min_score} is outside the cosine range [-1, 1]: pick a value such as 0.3")
+    return float(min_score)
+
+
+def retrieve_schemas(
+    index: SchemaIndex,
+    encoder_model: SentenceTransformer,
+    questions: Sequence[str],
+    k: int = 5,
+    min_score: float | None = None,
+) -> list[list[RetrievedSchema]]:
+    """For each question, the top-``k`` schema snippets by cosine score, best first.
+
+    All questions are validated, then embedded in one batch and searched in one FAISS call. ``k`` is
+    clipped to the index size; results scoring below ``min_score`` are dropped, so a list may be
+    shorter than ``k`` or empty. Raises :class:`QuestionError` for a bad question, :class:`ConfigError`
+    for a bad ``k``/``min_score`` and :class:`~coderag.errors.SchemaIndexError` when the encoder's
+    dimension does not match the index.
+    """
+    if isinstance(questions, str):
+        raise QuestionError("questions must be a list of strings, not one string: wrap the question in a list")
+    k = _check_k(k)
+    floor = _check_min_score(min_score)
+    texts = [validate_question(q) for q in questions]
+    index.check_compatible(encoder_model)
+    if not texts:
+        return []
+    scores, ids = index.search(encode(encoder_model, texts), k)
+    results: list[list[RetrievedSchema]] = []
+    for row_scores, row_ids in zip(scores, ids):
+        hits = []
+        for score, snippet_id in zip(row_scores.tolist(), row_ids.tolist()):
+            if snippet_id < 0 or (floor is not None and score < floor):
+                continue
+            hits.append(
+                RetrievedSchema(
+                    rank=len(hits) + 1,
+                    snippet_id=snippet_id,
+                    score=score,
+                    text=index.snippets[snippet_id],
+                    domain=index.domains[snippet_id],
+                )
+            )
+        results.append(hits)
+    return results
