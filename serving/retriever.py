@@ -27,7 +27,7 @@ from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from coderag.errors import QuestionError
 from coderag.retrieval.encoder import encode, load_encoder
 from coderag.retrieval.index import SchemaIndex
-from coderag.retrieval.search import RetrievedSchema, validate_question
+from coderag.retrieval.search import RetrievedSchema, hits_from_search, validate_question
 from serving import metrics
 from serving.batching import MicroBatcher
 from serving.server import ServiceModel
@@ -108,21 +108,12 @@ class RetrieverModel(ServiceModel):
         t2 = time.perf_counter()
         metrics.stage_latency.labels(stage="embed", **labels).observe(t1 - t0)
         metrics.stage_latency.labels(stage="search", **labels).observe(t2 - t1)
-        results = []
-        for row_scores, row_ids in zip(scores.tolist(), ids.tolist(), strict=True):
-            pairs = zip(row_scores, row_ids, strict=True)
-            kept = [(s, i) for s, i in pairs if i >= 0 and (floor is None or s >= floor)]
-            hits = [
-                RetrievedSchema(
-                    rank=r + 1, snippet_id=i, score=s, text=self.index.snippets[i], domain=self.index.domains[i]
-                )
-                for r, (s, i) in enumerate(kept)
-            ]
+        results = hits_from_search(self.index, scores, ids, floor)
+        for hits in results:
             if hits:
                 metrics.top1_score.labels(**labels).observe(hits[0].score)
             else:
                 metrics.empty_results.labels(**labels).inc()
-            results.append(hits)
         return results
 
     async def retrieve(self, queries: list[str], k: int) -> list[list[RetrievedSchema]]:

@@ -153,8 +153,8 @@ def rag_service(retriever_service, generator_service, tmp_path_factory):
     """The question->SQL endpoint calling the retriever and generator services over HTTP."""
     from serving_harness import start_service
 
-    flags = ["--retriever_url", retriever_service.url, "--generator_url", f"{generator_service.url}/openai/v1",
-             "--max_tokens", "32", "--max_question_chars", "300"]
+    flags = ["--retriever_url", retriever_service.url, "--llm_base_url", f"{generator_service.url}/openai/v1",
+             "--max_new_tokens", "32", "--max_question_chars", "300"]
     service = start_service("rag", flags, tmp_path_factory.mktemp("serving-logs"), model_name="coderag-rag")
     yield service
     service.stop()

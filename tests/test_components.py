@@ -17,7 +17,7 @@ from coderag.pipeline.stages import HELDOUT_FILE, TRAIN_FILE, read_corpus
 from coderag.retrieval.index import SchemaIndex
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-TINY = {"corpus_source": "builtin", "n_records": 200, "eval_fraction": 0.2, "seed": 0}
+TINY = {"corpus": "builtin", "n_records": 200, "eval_fraction": 0.2, "seed": 0}
 
 
 def _artifact(kind, root: Path, name: str):
@@ -33,17 +33,17 @@ def stages(tmp_path_factory):
     torch.set_num_threads(1)  # a small shared CPU: one thread avoids oversubscription
     root = tmp_path_factory.mktemp("components")
     a = {name: _artifact(kind, root, name) for name, kind in (
-        ("corpus", Dataset), ("pairs", Dataset), ("model", Model), ("training_metrics", Metrics),
+        ("corpus_split", Dataset), ("pairs", Dataset), ("model", Model), ("training_metrics", Metrics),
         ("index", Artifact), ("metrics", Metrics), ("details", Artifact))}
     components.synthesize.python_func(
         **TINY, synth_backend="offline", llm_base_url="", llm_model="", max_train_pairs=32, n_negatives=1,
-        corpus=a["corpus"], pairs=a["pairs"])
+        corpus_split=a["corpus_split"], pairs=a["pairs"])
     components.finetune.python_func(
-        pairs=a["pairs"], corpus=a["corpus"], base_model="", epochs=1.0, batch_size=8, max_steps=2,
+        pairs=a["pairs"], corpus_split=a["corpus_split"], encoder="", epochs=1.0, batch_size=8, max_steps=2,
         learning_rate=5e-5, seed=0, model=a["model"], training_metrics=a["training_metrics"])
-    components.build_index.python_func(corpus=a["corpus"], model=a["model"], index=a["index"])
+    components.build_index.python_func(corpus_split=a["corpus_split"], model=a["model"], index=a["index"])
     components.evaluate.python_func(
-        corpus=a["corpus"], model=a["model"], index=a["index"], k=2, n_eval=2, max_new_tokens=24,
+        corpus_split=a["corpus_split"], model=a["model"], index=a["index"], k=2, n_eval=2, max_new_tokens=24,
         llm_base_url="", llm_model="", seed=0, metrics=a["metrics"], details=a["details"])
     torch.set_num_threads(threads)
     return root, a
@@ -51,12 +51,12 @@ def stages(tmp_path_factory):
 
 def test_synthesize_writes_split_corpus_and_pairs(stages):
     _, a = stages
-    corpus_dir = Path(a["corpus"].path)
+    corpus_dir = Path(a["corpus_split"].path)
     assert (corpus_dir / TRAIN_FILE).is_file() and (corpus_dir / HELDOUT_FILE).is_file()
     train, held_out = read_corpus(corpus_dir)
     assert len(train) + len(held_out) == 200
     assert not {r["domain"] for r in train} & {r["domain"] for r in held_out}
-    assert a["corpus"].metadata["heldout_records"] == len(held_out)
+    assert a["corpus_split"].metadata["heldout_records"] == len(held_out)
 
     from datasets import Dataset as HFDataset
 
@@ -88,7 +88,7 @@ def test_build_index_indexes_every_unique_schema(stages):
 def test_evaluate_logs_retrieval_and_sql_metrics(stages):
     _, a = stages
     logged = a["metrics"].metadata
-    for name in ("recall@1", "recall@5", "recall@10", "mrr", "ndcg@10", "em", "ex"):
+    for name in ("recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10", "em", "ex"):
         assert 0.0 <= logged[name] <= 1.0, name
     assert logged["n_eval"] == 2
     details = json.loads(Path(a["details"].path).read_text())

@@ -188,7 +188,7 @@ def test_cli_stats_reports_and_bad_file_is_one_line(tmp_path, capsys):
     assert sum(stats["sql_complexity"].values()) == 100
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"sql_prompt": "q"}) + "\n")
-    assert main(["corpus", "build", "--source", str(bad), "--out", str(tmp_path / "o.jsonl")]) == 2
+    assert main(["corpus", "build", "--corpus", str(bad), "--out", str(tmp_path / "o.jsonl")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "sql_context" in err[0]
     assert not (tmp_path / "o.jsonl").exists()

@@ -9,14 +9,14 @@ import sqlite3
 import pytest
 
 from coderag.errors import GenerationError, GeneratorUnavailable
+from coderag.evaluation.ranking import retrieval_metrics
+from coderag.evaluation.report import format_table
 from coderag.evaluation.sql_metrics import (
     evaluate_text_to_sql,
     exact_match,
     execution_match,
     execution_outcome,
-    format_table,
     is_ordered,
-    retrieval_metrics,
 )
 
 CONTEXT = ("CREATE TABLE orders (order_id INTEGER, customer TEXT, total REAL);"
@@ -77,14 +77,14 @@ def test_execution_match_on_a_connection_factory(tmp_path):
 
 def test_retrieval_metrics_hand_computed():
     ranked = [[7, 1, 2], [3, 7, 9, 4, 5, 6, 8, 10, 11, 12, 0], [1, 2, 3], list(range(20, 31)) + [9]]
-    gold = [7, 0, 3, 9]  # ranks 1, 11, 3, 12 (both beyond 10 count only toward MRR)
+    gold = [7, 0, 3, 9]  # ranks 1, 11, 3, 12 (beyond 10 counts for nothing at @10)
     m = retrieval_metrics(ranked, gold)
     assert m["recall@1"] == pytest.approx(1 / 4)
     assert m["recall@5"] == pytest.approx(2 / 4)
     assert m["recall@10"] == pytest.approx(2 / 4)
-    assert m["mrr"] == pytest.approx((1 + 1 / 11 + 1 / 3 + 1 / 12) / 4)
+    assert m["mrr@10"] == pytest.approx((1 + 1 / 3) / 4)
     assert m["ndcg@10"] == pytest.approx((1 + 1 / math.log2(4)) / 4)
-    assert retrieval_metrics([[5]], [6]) == dict.fromkeys(("recall@1", "recall@5", "recall@10", "mrr", "ndcg@10"),
+    assert retrieval_metrics([[5]], [6]) == dict.fromkeys(("recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10"),
                                                           0.0)
     with pytest.raises(ValueError):
         retrieval_metrics([[1]], [1, 2])

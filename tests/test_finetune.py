@@ -11,8 +11,9 @@ from sentence_transformers import SentenceTransformer
 
 from coderag.cli import main as cli_main
 from coderag.errors import ConfigError, CorpusError
+from coderag.evaluation.ranking import RetrievalEvaluator
 from coderag.training.finetune import finetune_encoder, train_encoder
-from coderag.training.heldout import build_retrieval_evaluator, evaluate_retrieval, split_by_domain
+from coderag.training.heldout import split_by_domain
 from coderag.training.synthesis import synthesize_pairs
 
 
@@ -29,9 +30,9 @@ def test_split_by_domain_holds_out_whole_domains(training_records):
 
 def test_evaluator_corpus_holds_every_unique_snippet(training_records, encoder_model):
     train, held_out = split_by_domain(training_records, 0.34, seed=0)
-    evaluator, info = build_retrieval_evaluator(held_out, train)
-    assert info == {"queries": len(held_out), "corpus": 6}
-    metrics = evaluate_retrieval(evaluator, encoder_model)
+    evaluator = RetrievalEvaluator(held_out, train)
+    assert evaluator.info == {"queries": len(held_out), "corpus": 6}
+    metrics = evaluator(encoder_model)
     assert set(metrics) == {"recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10"}
     assert 0.0 <= metrics["recall@1"] <= metrics["recall@5"] <= metrics["recall@10"] == 1.0
 
@@ -41,7 +42,7 @@ def test_tiny_finetune_lowers_loss_and_saves_a_reloadable_model(training_records
     synthesize_pairs(train, tmp_path / "pairs", categories=("text2code", "hybrid"), show_progress=False)
     pairs = Dataset.load_from_disk(str(tmp_path / "pairs"))
     out = tmp_path / "model"
-    report = finetune_encoder(pairs, held_out, out, corpus_records=train, batch_size=8, max_steps=5, lr=1e-4,
+    report = finetune_encoder(pairs, held_out, out, corpus_records=train, batch_size=8, max_steps=5, learning_rate=1e-4,
                               max_seq_length=64, show_progress=False)
     assert report["loss_after"] < report["loss_before"]
     assert report["training"]["steps"] == 5 and report["train_size"] == len(pairs)
@@ -82,9 +83,9 @@ def test_spider_schema_retrieval_evaluator(spider_dir, encoder_model):
 
     data = load_spider(spider_dir, "dev")
     corpus = [{"sql_context": schema, "domain": db_id} for db_id, schema in data.schemas.items()]
-    evaluator, info = build_retrieval_evaluator(data.records, corpus, name="spider", max_queries=120)
-    assert info == {"queries": 120, "corpus": len(data.schemas)}
-    metrics = evaluate_retrieval(evaluator, encoder_model)
+    evaluator = RetrievalEvaluator(data.records, corpus, name="spider", max_queries=120)
+    assert evaluator.info == {"queries": 120, "corpus": len(data.schemas)}
+    metrics = evaluator(encoder_model)
     assert metrics["recall@10"] >= metrics["recall@1"] > 0.3
 
 

@@ -130,11 +130,30 @@ def test_malformed_messages_are_refused_before_any_request(messages):
         generator.complete(messages)
 
 
-def test_bad_backend_settings_are_config_errors():
+def test_bad_backend_settings_are_config_errors(monkeypatch):
+    from coderag.config import JobSettings
+
     with pytest.raises(ConfigError, match="http"):
-        make_generator("openai", base_url="localhost:8000/v1", model="m")
-    with pytest.raises(ConfigError, match="unknown"):
-        make_generator("llamacpp")
+        JobSettings.from_flags(llm_base_url="localhost:8000/v1", llm_model="m")
+    with pytest.raises(ConfigError, match="llm_backend"):
+        JobSettings.from_flags(llm_backend="llamacpp")
+    with pytest.raises(ConfigError, match="--llm-model"):
+        make_generator(JobSettings.from_values(llm_backend="openai", llm_base_url="http://127.0.0.1:9/v1"))
+
+
+def test_one_factory_builds_the_endpoint_client_with_the_key_from_the_environment(monkeypatch, tmp_path):
+    from coderag.config import JobSettings
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env")
+    settings = JobSettings(llm_base_url="http://127.0.0.1:9/v1", llm_model="m", llm_max_retries=1)
+    generator = make_generator(settings)
+    assert isinstance(generator, OpenAIChatGenerator) and settings.llm_backend == "openai"
+    assert generator._client.api_key == "sk-from-env" and generator._client.max_retries == 1
+    monkeypatch.delenv("OPENAI_API_KEY")
+    key_file = tmp_path / "key"
+    key_file.write_text("sk-from-file\n")
+    settings = JobSettings(llm_base_url="http://127.0.0.1:9/v1", llm_model="m", llm_api_key_file=key_file)
+    assert make_generator(settings)._client.api_key == "sk-from-file"
 
 
 def test_missing_local_model_is_a_clear_error(tmp_path):

@@ -219,10 +219,10 @@ def test_rag_reaches_services_the_base_defines():
         for e in by_kind(objects, "InferenceService", "coderag-rag")[0]["spec"]["predictor"]["containers"][0]["env"]
     }
     names = {o["metadata"]["name"] for o in by_kind(objects, "InferenceService")}
-    for key in ("CODERAG_RAG_RETRIEVER_URL", "CODERAG_RAG_GENERATOR_URL"):
+    for key in ("CODERAG_RAG_RETRIEVER_URL", "CODERAG_RAG_LLM_BASE_URL"):
         host = env[key].split("//", 1)[1].split("/", 1)[0]
         assert host.removesuffix("-predictor") in names, key
-    assert env["CODERAG_RAG_GENERATOR_MODEL"] == "coderag-generator"
+    assert env["CODERAG_RAG_LLM_MODEL"] == "coderag-generator"
 
 
 @needs_kubectl

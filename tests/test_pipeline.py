@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from coderag.pipeline_settings import PIPELINE_PARAMETERS, PipelineSettings
 
 from coderag.cli import main as cli_main
+from coderag.config import PIPELINE_PARAMETERS, PipelineSettings
 from coderag.errors import ConfigError
 from components import IMAGE
 from pipelines.coderag_pipeline import LLM_SECRET_NAME, coderag_pipeline
@@ -20,7 +20,7 @@ from pipelines.run import DEFAULT_PACKAGE, PipelineSubmitError, compile_pipeline
 EXECUTORS = {"synthesize", "finetune", "build-index", "evaluate", "gate", "deploy", "skip-deploy",
              "record-run-status"}
 TINY = {"n_records": 200, "max_train_pairs": 32, "batch_size": 8, "max_steps": 2, "k": 2,
-        "n_eval_questions": 2, "max_new_tokens": 24}
+        "n_eval": 2, "max_new_tokens": 24}
 
 
 def _docs(path: Path) -> tuple[dict, dict]:
@@ -130,8 +130,9 @@ def test_submit_and_run_validate_their_input(tmp_path, capsys):
         run_local({"n_recordz": 5}, tmp_path / "run")
     assert cli_main(["pipeline", "run", "--n-records", "100"]) == 2
     assert "--local" in capsys.readouterr().err
-    assert cli_main(["pipeline", "run", "--local", "--promote-env", "qa"]) == 2
-    assert "promote_env" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:  # argparse: the choices come from the setting's type
+        cli_main(["pipeline", "run", "--local", "--promote-env", "qa"])
+    assert exited.value.code == 2 and "--promote-env: invalid choice: 'qa'" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="cannot promote them: drop --promote-repo"):
         run_local({"promote_repo": "https://example.com/gitops.git"}, tmp_path / "run")
     assert not (tmp_path / "run").exists()
@@ -162,7 +163,7 @@ def test_local_run_with_impossible_threshold_skips_deploy(tmp_path):
 @pytest.mark.usefixtures("one_thread_per_step")
 def test_local_run_with_failing_step_stops_before_deploy(tmp_path):
     missing = tmp_path / "no-such-corpus.jsonl"
-    result = run_local({**TINY, "corpus_source": str(missing), "min_recall_at_5": 0.0}, tmp_path / "run")
+    result = run_local({**TINY, "corpus": str(missing), "min_recall_at_5": 0.0}, tmp_path / "run")
     assert result.status == "failed" and result.stopped_at == "synthesize"
     assert result.run_status["status"] == "FAILED"
     run_dir = next((tmp_path / "run" / "artifacts").iterdir())

@@ -176,7 +176,7 @@ def test_cli_promote(gitops_repo, tmp_path, capsys):
         "s3://c/enc",
         "--index-uri",
         "s3://c/idx",
-        "--repo",
+        "--repo-dir",
         str(gitops_repo),
         "--metrics",
         str(metrics_file),
@@ -197,7 +197,7 @@ def test_cli_promote(gitops_repo, tmp_path, capsys):
                 "s3://x/enc",
                 "--index-uri",
                 "s3://c/idx",
-                "--repo",
+                "--repo-dir",
                 str(gitops_repo),
             ]
         )

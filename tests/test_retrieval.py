@@ -154,7 +154,7 @@ def test_cli_retrieve_corrupt_index_is_one_error_line(cli, built_schema_index, t
     assert "checksum" in _single_error_line(capsys)
 
 
-@pytest.mark.parametrize(("extra", "fragment"), [(["--question", "   "], "question is empty"), (["--question", "q", "-k", "0"], "-k must be")])
+@pytest.mark.parametrize(("extra", "fragment"), [(["--question", "   "], "question is empty"), (["--question", "q", "-k", "0"], "invalid setting k")])
 def test_cli_retrieve_bad_input_is_one_error_line(cli, tmp_path, capsys, extra, fragment):
     assert cli(["retrieve", "--index", str(tmp_path), *extra]) == 2
     assert fragment in _single_error_line(capsys)
@@ -163,7 +163,7 @@ def test_cli_retrieve_bad_input_is_one_error_line(cli, tmp_path, capsys, extra, 
 def test_cli_index_build_writes_a_loadable_index(cli, tmp_path, capsys):
     _require_corpus_module()
     out = tmp_path / "idx"
-    assert cli(["index", "build", "--limit", "40", "--out", str(out), "--batch-size", "32", "--no-progress"]) == 0
+    assert cli(["index", "build", "--n-records", "40", "--out", str(out), "--batch-size", "32", "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "duplicates dropped" in printed and "snippets/s" in printed
     index = SchemaIndex.load(out, expected_dim=384)
@@ -173,6 +173,6 @@ def test_cli_index_build_writes_a_loadable_index(cli, tmp_path, capsys):
 def test_cli_index_build_bad_encoder_path_is_one_error_line(cli, tmp_path, capsys):
     _require_corpus_module()
     out = tmp_path / "idx"
-    assert cli(["index", "build", "--limit", "5", "--encoder", str(tmp_path / "nope"), "--out", str(out)]) == 2
+    assert cli(["index", "build", "--n-records", "5", "--encoder", str(tmp_path / "nope"), "--out", str(out)]) == 2
     assert "does not exist" in _single_error_line(capsys)
     assert not out.exists() and list(tmp_path.iterdir()) == []

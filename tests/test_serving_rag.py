@@ -65,7 +65,7 @@ def test_generator_unreachable_is_503_with_retrieval_included(serving_index_dir,
     dead = f"http://127.0.0.1:{free_port()}/openai/v1"
     service = start_service(
         "rag",
-        ["--index_dir", str(serving_index_dir), "--generator_url", dead, "--generator_timeout_s", "5"],
+        ["--index_dir", str(serving_index_dir), "--llm_base_url", dead, "--llm_timeout_s", "5"],
         tmp_path,
         model_name=MODEL,
     )
@@ -92,7 +92,7 @@ def test_retriever_unreachable_is_503(generator_service, tmp_path):
     dead = f"http://127.0.0.1:{free_port()}"
     service = start_service(
         "rag",
-        ["--retriever_url", dead, "--generator_url", f"{generator_service.url}/openai/v1"],
+        ["--retriever_url", dead, "--llm_base_url", f"{generator_service.url}/openai/v1"],
         tmp_path,
         model_name=MODEL,
     )
@@ -121,7 +121,7 @@ def test_repair_guard_and_parse_paths_with_a_scripted_llm(serving_index_dir, tmp
     ])
     service = start_service(
         "rag",
-        ["--index_dir", str(serving_index_dir), "--generator_url", llm.url, "--generator_model", "scripted"],
+        ["--index_dir", str(serving_index_dir), "--llm_base_url", llm.url, "--llm_model", "scripted"],
         tmp_path,
         model_name=MODEL,
     )
@@ -157,10 +157,10 @@ def test_in_process_retriever_takes_its_settings_from_the_rag_settings_only(serv
 
     monkeypatch.setenv("CODERAG_RETRIEVER_MAX_BATCH_SIZE", "not-a-number")
     monkeypatch.setenv("CODERAG_RETRIEVER_MIN_SCORE", "0.99")
-    model = RagModel(MODEL, RagSettings(index_dir=serving_index_dir, max_k=7, default_k=2))
+    model = RagModel(MODEL, RagSettings(index_dir=serving_index_dir, llm_base_url="http://127.0.0.1:9/v1", max_k=7, k=2))
     assert model.load() and model.local_retriever.ready
     retriever_settings = model.local_retriever.settings
-    assert (retriever_settings.max_k, retriever_settings.default_k) == (7, 2)
+    assert (retriever_settings.max_k, retriever_settings.k) == (7, 2)
     assert retriever_settings.min_score is None and retriever_settings.max_batch_size == 64
     model.stop()
 

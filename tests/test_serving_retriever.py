@@ -43,7 +43,7 @@ def test_v1_returns_top_k_snippets_of_the_right_domain(retriever_service):
     assert "CREATE TABLE patients_" in first["results"][0]["text"]
     scores = [h["score"] for h in first["results"]]
     assert scores == sorted(scores, reverse=True) and all(-1.0 <= s <= 1.0 for s in scores)
-    assert second["k"] == 5 and len(second["results"]) == 5  # the default k
+    assert second["k"] == 3 and len(second["results"]) == 3  # the default k (the one shared default)
     assert second["results"][0]["domain"] == "aviation"
 
 
@@ -195,7 +195,7 @@ def test_unready_retriever_answers_503_with_the_reason(tmp_path):
         ([], "the retriever needs an index: pass --index_dir DIR or --storage_uri DIR (CODERAG_RETRIEVER_INDEX_DIR)"),
         (
             ["--index_dir", "/nonexistent/idx", "--max_k", "0"],
-            "invalid retriever setting max_k: Input should be greater than or equal to 1",
+            "invalid setting max_k: Input should be greater than or equal to 1",
         ),
     ],
 )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from coderag.evaluation.sql_metrics import evaluate_text_to_sql, retrieval_metrics
+from coderag.evaluation.ranking import retrieval_metrics
+from coderag.evaluation.sql_metrics import evaluate_text_to_sql
 from coderag.retrieval.index import SchemaIndex
 from coderag.retrieval.search import retrieve_schemas
 from coderag.sql.execution import open_sqlite_readonly

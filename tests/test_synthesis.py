@@ -106,14 +106,14 @@ def test_llm_backend_resumes_after_a_crash(training_records, tmp_path):
     records = training_records[:6]
     crashing = _FakeLLM(crash_after=10)
     with pytest.raises(_Crash):
-        synthesize_pairs(records, out, backend="llm", generator=crashing, concurrency=1, backoff_s=0,
+        synthesize_pairs(records, out, backend="llm", generator=crashing, concurrency=1,
                          show_progress=False)
     assert not out.exists()
     shard = shard_path_for(out)
     assert len(shard.read_text().splitlines()) == 10
 
     healthy = _FakeLLM()
-    report = synthesize_pairs(records, out, backend="llm", generator=healthy, concurrency=3, backoff_s=0,
+    report = synthesize_pairs(records, out, backend="llm", generator=healthy, concurrency=3,
                               show_progress=False)
     items = len(records) * len(TASK_CATEGORIES)
     assert healthy.calls == items - 10
@@ -124,17 +124,18 @@ def test_llm_backend_resumes_after_a_crash(training_records, tmp_path):
     assert not shard.exists()
 
 
-def test_llm_backend_retries_then_gives_up_counted(training_records, tmp_path):
+def test_llm_failures_are_counted_not_retried_by_synthesis(training_records, tmp_path):
+    # Transient failures are the client's to retry (OpenAI max_retries); synthesis calls once per item.
     flaky = _FakeLLM(fail_first=2)
     report = synthesize_pairs(training_records[:2], tmp_path / "p", backend="llm", generator=flaky,
-                              concurrency=1, retries=3, backoff_s=0, show_progress=False)
-    assert report["generation_failed"] == 0 and report["generated"] == 2 * len(TASK_CATEGORIES)
+                              concurrency=1, show_progress=False)
+    assert report["generation_failed"] == 2 and report["generated"] == 2 * len(TASK_CATEGORIES) - 2
 
     dead = _FakeLLM(fail_first=10**6)
     report = synthesize_pairs(training_records[:2], tmp_path / "q", backend="llm", generator=dead,
-                              concurrency=2, retries=1, backoff_s=0, show_progress=False)
+                              concurrency=2, show_progress=False)
     assert report["generation_failed"] == 2 * len(TASK_CATEGORIES) and report["kept"] == 0
-    assert dead.calls == 2 * 2 * len(TASK_CATEGORIES)
+    assert dead.calls == 2 * len(TASK_CATEGORIES)
 
 
 def test_bad_inputs_raise_clear_errors(training_records, tmp_path):
@@ -176,12 +177,11 @@ class _HangingLLM:
         return "too late"
 
 
-def test_llm_requests_time_out_and_are_retried(training_records, tmp_path):
+def test_llm_requests_time_out(training_records, tmp_path):
     hanging = _HangingLLM()
     report = synthesize_pairs(training_records[:1], tmp_path / "p", backend="llm", generator=hanging,
-                              categories=("code2text",), concurrency=1, retries=1, backoff_s=0, timeout_s=0.05,
-                              show_progress=False)
-    assert hanging.calls == 2 and report["generation_failed"] == 1 and report["kept"] == 0
+                              categories=("code2text",), concurrency=1, timeout_s=0.05, show_progress=False)
+    assert hanging.calls == 1 and report["generation_failed"] == 1 and report["kept"] == 0
 
 
 def test_gold_dml_is_checked_but_generated_sql_runs_read_only():

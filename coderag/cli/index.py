@@ -50,7 +50,7 @@ def _cmd_retrieve(args: argparse.Namespace) -> int:
 
     # Validate cheap inputs before loading the index and the encoder (seconds).
     s = JobSettings.from_args(args, "retrieve")
-    questions = [validate_question(q) for q in args.question]
+    questions = [validate_question(q) for q in args.questions]
     index = SchemaIndex.load(args.index)
     encoder_model = load_encoder(s.encoder or index.encoder_name)
     results = retrieve_schemas(index, encoder_model, questions, k=s.k, min_score=s.min_score)
@@ -97,7 +97,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "snippets with cosine scores.",
     )
     retrieve.add_argument("--index", required=True, metavar="DIR", help="index directory from `coderag index build`")
-    retrieve.add_argument("--question", required=True, action="append",
+    retrieve.add_argument("--question", dest="questions", required=True, action="append",
                           help="question in natural language (repeat for several)")
     retrieve.add_argument("--json", action="store_true", help="print results as JSON")
     add_settings_flags(retrieve, JobSettings, ("k", "min_score", "encoder"))

@@ -13,7 +13,7 @@ from coderag.config import PIPELINE_PARAMETERS, PipelineSettings, add_settings_f
 from coderag.errors import ConfigError
 from coderag.evaluation.report import sql_verdict_label
 
-SUMMARY_METRICS = ("recall@1", "recall@5", "recall@10", "mrr", "ndcg@10", "em", "ex")
+SUMMARY_METRICS = ("recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10", "em", "ex")
 SUMMARY_COUNTS = ("retrieval_queries", "n_eval", "parse_failures", "guard_refusals")
 
 
@@ -32,7 +32,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
 
 def render_summary(result: dict[str, Any]) -> str:
     """The evaluation table, the gate's checks and the outcome of a local run."""
-    from coderag.evaluation.sql_metrics import format_table
+    from coderag.evaluation.report import format_table
 
     lines = []
     metrics = result.get("metrics") or {}

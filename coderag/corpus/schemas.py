@@ -10,35 +10,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-# One lexical unit of SQL for statement splitting: quoted strings/identifiers and comments are kept whole
-# so a ';' inside them does not end a statement.
-_SQL_UNIT = re.compile(
-    r"""'(?:[^']|'')*'?|"(?:[^"]|"")*"?|`[^`]*`?|\[[^\]]*\]?|--[^\n]*|/\*.*?(?:\*/|\Z)|;|[^;'"`\[/-]+|.""",
-    re.DOTALL,
-)
+from coderag.sql.text import split_statements
+
 _SCHEMA_STATEMENT = re.compile(
     r"^\s*CREATE\s+(?:OR\s+REPLACE\s+)?(?:(?:GLOBAL\s+|LOCAL\s+)?(?:TEMP|TEMPORARY)\s+)?"
     r"(?:VIRTUAL\s+)?(?:TABLE|VIEW)\b",
     re.IGNORECASE,
 )
 _QUOTED = re.compile(r"""('(?:[^']|'')*'|"(?:[^"]|"")*")""")
-
-
-def split_statements(sql: str) -> list[str]:
-    """Split SQL text on statement-ending semicolons outside strings, identifiers and comments."""
-    statements, current = [], []
-    for unit in _SQL_UNIT.findall(sql):
-        if unit == ";":
-            text = "".join(current).strip()
-            if text:
-                statements.append(text)
-            current = []
-        else:
-            current.append(unit)
-    tail = "".join(current).strip()
-    if tail:
-        statements.append(tail)
-    return statements
 
 
 def _without_leading_comments(statement: str) -> str:

@@ -108,28 +108,6 @@ def execution_match(pred_sql: str, gold_sql: str, sql_context: str | None = None
                              timeout_s=timeout_s).match
 
 
-def retrieval_metrics(ranked_ids: Sequence[Sequence[int]], gold_ids: Sequence[int],
-                      ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
-    """Recall@k for each k, MRR and nDCG@10 with one relevant item (the gold id) per query.
-
-    A gold id missing from a ranking contributes 0 to every metric; rankings may be longer than max(ks).
-    """
-    if len(ranked_ids) != len(gold_ids):
-        raise ValueError(f"{len(ranked_ids)} rankings but {len(gold_ids)} gold ids")
-    if not gold_ids:
-        raise ValueError("retrieval metrics need at least one query")
-    ranks = []
-    for ranking, gold in zip(ranked_ids, gold_ids, strict=True):
-        ranking = list(ranking)
-        ranks.append(ranking.index(gold) + 1 if gold in ranking else None)
-    n = len(ranks)
-    metrics = {f"recall@{k}": sum(r is not None and r <= k for r in ranks) / n for k in ks}
-    metrics["mrr"] = sum(1.0 / r for r in ranks if r is not None) / n
-    # Binary relevance, one relevant item: the ideal DCG is 1, so nDCG is the gain at the gold's rank.
-    metrics["ndcg@10"] = sum(1.0 / math.log2(r + 1) for r in ranks if r is not None and r <= 10) / n
-    return metrics
-
-
 @dataclass
 class ExampleResult:
     """One scored question (JSON-serialisable through :meth:`to_dict`)."""
@@ -224,34 +202,3 @@ def evaluate_text_to_sql(examples: Sequence[Mapping[str, Any]], generator,
                                    conn_factory=conn_factory))
         log.debug("example %s: %s", record.get("id"), rows[-1].status)
     return {"aggregate": aggregate(rows), "rows": [r.to_dict() for r in rows]}
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    return str(value)
-
-
-def format_table(results: Mapping[str, Any]) -> str:
-    """A plain-text table of metrics.
-
-    ``results`` is either one metrics mapping (``{"em": 0.5, ...}`` or an :func:`evaluate_text_to_sql`
-    result) or named ones (``{"with retrieval": {...}, "no retrieval": {...}}``), shown side by side.
-    """
-    if "aggregate" in results and isinstance(results["aggregate"], Mapping):
-        results = results["aggregate"]
-    if results and all(isinstance(v, Mapping) for v in results.values()):
-        columns = {name: (v["aggregate"] if isinstance(v.get("aggregate"), Mapping) else v)
-                   for name, v in results.items()}
-    else:
-        columns = {"value": results}
-    metrics = list(dict.fromkeys(key for col in columns.values() for key in col))
-    header = ["metric", *columns]
-    body = [[m, *(_cell(col[m]) if m in col else "-" for col in columns.values())] for m in metrics]
-    widths = [max(len(str(row[i])) for row in [header, *body]) for i in range(len(header))]
-    lines = ["  ".join(str(c).ljust(widths[0]) if i == 0 else str(c).rjust(widths[i])
-                       for i, c in enumerate(row)) for row in [header, *body]]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)

@@ -16,7 +16,8 @@ from typing import Any
 
 from coderag.atomic_files import write_json_atomic
 from coderag.corpus import dedupe_schemas, load_corpus
-from coderag.evaluation.sql_metrics import evaluate_text_to_sql, retrieval_metrics
+from coderag.evaluation.ranking import evaluate_index
+from coderag.evaluation.sql_metrics import evaluate_text_to_sql
 from coderag.generation.answer import answer_question
 from coderag.retrieval.encoder import load_encoder
 from coderag.retrieval.index import SchemaIndex
@@ -58,11 +59,8 @@ def sample_eval_records(records: list[dict], n: int, seed: int) -> list[dict]:
 
 def evaluate_retrieval(index: SchemaIndex, encoder_model, records: list[dict], record_to_snippet: list[int],
                        *, ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
-    """Recall@k, MRR and nDCG@10 of each record's own schema for its question."""
-    depth = max(max(ks), 10)
-    results = retrieve_schemas(index, encoder_model, [r["sql_prompt"] for r in records], k=depth)
-    ranked = [[hit.snippet_id for hit in hits] for hits in results]
-    return retrieval_metrics(ranked, record_to_snippet, ks=ks)
+    """Recall@k, MRR@10 and nDCG@10 of each record's own schema for its question."""
+    return evaluate_index(index, encoder_model, [r["sql_prompt"] for r in records], record_to_snippet, ks=ks)
 
 
 def run_main_job(*, corpus_source: str, n_records: int | None, encoder: str | None, out_dir: Path,

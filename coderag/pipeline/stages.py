@@ -146,7 +146,7 @@ def evaluate_stage(*, corpus_dir: str | os.PathLike, model_dir: str | os.PathLik
                    details_path: str | os.PathLike | None = None, show_progress: bool = False) -> dict[str, Any]:
     """Score the candidate on held-out questions: retrieval over the whole index, then EM/EX on ``n_eval``.
 
-    Returns flat metrics (``recall@1/5/10``, ``mrr``, ``ndcg@10``, ``em``, ``ex``, counts). With
+    Returns flat metrics (``recall@1/5/10``, ``mrr@10``, ``ndcg@10``, ``em``, ``ex``, counts). With
     ``details_path`` the per-question rows are written there as JSON.
     """
     from coderag.corpus import dedupe_schemas

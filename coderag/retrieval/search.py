@@ -96,20 +96,28 @@ def retrieve_schemas(
     if not texts:
         return []
     scores, ids = index.search(encode(encoder_model, texts), k)
+    return hits_from_search(index, scores, ids, floor)
+
+
+def hits_from_search(index: SchemaIndex, scores, ids, min_score: float | None = None) -> list[list[RetrievedSchema]]:
+    """FAISS search output (``scores``, ``ids``, one row per query) as ranked :class:`RetrievedSchema` lists.
+
+    The one conversion from raw search results to hits, shared by :func:`retrieve_schemas` and the
+    retriever service. Padding ids (-1) and scores below ``min_score`` are dropped; ranks count from 1.
+
+    Args:
+        index: the index that was searched (its snippets and domains fill the hits).
+        scores: array-like of shape (n_queries, k), best first.
+        ids: array-like of snippet ids, same shape.
+        min_score: optional cosine floor.
+
+    Returns:
+        One list of hits per query.
+    """
     results: list[list[RetrievedSchema]] = []
-    for row_scores, row_ids in zip(scores, ids):
-        hits = []
-        for score, snippet_id in zip(row_scores.tolist(), row_ids.tolist()):
-            if snippet_id < 0 or (floor is not None and score < floor):
-                continue
-            hits.append(
-                RetrievedSchema(
-                    rank=len(hits) + 1,
-                    snippet_id=snippet_id,
-                    score=score,
-                    text=index.snippets[snippet_id],
-                    domain=index.domains[snippet_id],
-                )
-            )
-        results.append(hits)
+    for row_scores, row_ids in zip(scores.tolist(), ids.tolist(), strict=True):
+        kept = [(s, i) for s, i in zip(row_scores, row_ids, strict=True)
+                if i >= 0 and (min_score is None or s >= min_score)]
+        results.append([RetrievedSchema(rank=r + 1, snippet_id=i, score=s, text=index.snippets[i],
+                                        domain=index.domains[i]) for r, (s, i) in enumerate(kept)])
     return results

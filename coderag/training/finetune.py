@@ -19,8 +19,8 @@ from typing import Any
 
 from coderag.atomic_files import atomic_directory
 from coderag.errors import ConfigError
+from coderag.evaluation.ranking import RetrievalEvaluator
 from coderag.training.artifacts import TrainingDataError
-from coderag.training.heldout import build_retrieval_evaluator, evaluate_retrieval
 
 log = logging.getLogger(__name__)
 
@@ -264,18 +264,17 @@ def finetune_encoder(
     model.float()  # fp32 master weights (a checkpoint may be stored in fp16); CUDA steps autocast
     model.max_seq_length = min(max_seq_length, model.max_seq_length or max_seq_length)
     eval_length = model.max_seq_length
-    evaluator, sizes = build_retrieval_evaluator(
-        eval_records, corpus_records, max_queries=max_eval_queries, seed=seed, show_progress=show_progress,
-    )
-    before = evaluate_retrieval(evaluator, model)
+    evaluator = RetrievalEvaluator(eval_records, corpus_records, max_queries=max_eval_queries, seed=seed,
+                                   show_progress=show_progress)
+    sizes = evaluator.info
+    before = evaluator(model)
     log.info("before fine-tuning: %s", before)
     outside: dict[str, dict[str, Any]] = {}
     outside_evaluators = {}
     for name, (questions, corpus) in (outside_evals or {}).items():
-        outside_evaluators[name], info = build_retrieval_evaluator(
-            questions, corpus, name=name, max_queries=max_eval_queries, seed=seed, show_progress=show_progress,
-        )
-        outside[name] = {**info, "before": evaluate_retrieval(outside_evaluators[name], model)}
+        outside_evaluators[name] = RetrievalEvaluator(questions, corpus, name=name, max_queries=max_eval_queries,
+                                                      seed=seed, show_progress=show_progress)
+        outside[name] = {**outside_evaluators[name].info, "before": outside_evaluators[name](model)}
     columns = training_columns(train_pairs)
     probe_set = train_pairs.select_columns(columns).shuffle(seed=seed)
     model.max_seq_length = min(train_max_seq_length or eval_length, eval_length)
@@ -287,10 +286,10 @@ def finetune_encoder(
     )
     loss_after = probe_loss(model, probe_set, scale=scale, batch_size=batch_size)
     model.max_seq_length = eval_length
-    after = evaluate_retrieval(evaluator, model)
+    after = evaluator(model)
     log.info("after fine-tuning: %s", after)
     for name, outside_evaluator in outside_evaluators.items():
-        outside[name]["after"] = evaluate_retrieval(outside_evaluator, model)
+        outside[name]["after"] = outside_evaluator(model)
 
     report: dict[str, Any] = {
         "base_model": base_model or "builtin:all-MiniLM-L6-v2",
