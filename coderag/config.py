@@ -253,6 +253,22 @@ class JobSettings(CodeRAGSettings):
     question: str = Field(DEFAULT_QUESTION, description="the sample question answered at the end")
     batch_size: int = Field(64, ge=1, description="texts per encoder batch")
     split: str = Field("train", description="hub dataset split")
+    spider_dir: Path | None = Field(None, description="a benchmark in Spider's layout (tables.json, "
+                                                      "database/<db_id>/<db_id>.sqlite); else --corpus records")
+    questions_file: Path | None = Field(None, description="the benchmark's questions (default dev.json beside "
+                                                          "tables.json)")
+    schemas: str = Field("retrieved", pattern=r"^(all|(retrieved|oracle|none)(,(retrieved|oracle|none))*)$",
+                         description="schemas in the prompt: retrieved, oracle, none, a comma list, or all")
+    ex_mode: Literal["test-suite", "strict"] = Field(
+        "test-suite", description="EX semantics: the official test-suite evaluator's, or exact column order")
+    keep_distinct: bool = Field(False, description="keep DISTINCT when comparing results (test-suite mode)")
+    limit: int | None = Field(None, ge=1, description="score only the first N questions")
+
+    def schema_modes(self) -> list[str]:
+        """The schemas modes to run, in order (``all``: retrieved, oracle, none)."""
+        if self.schemas == "all":
+            return ["retrieved", "oracle", "none"]
+        return list(dict.fromkeys(self.schemas.split(",")))
 
 
 class TrainingSettings(CodeRAGSettings):

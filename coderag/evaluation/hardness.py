@@ -74,7 +74,8 @@ def _conditions(node: exp.Expression | None) -> tuple[list[exp.Expression], list
 
 
 def _is_negated(unit: exp.Expression) -> bool:
-    return isinstance(unit, exp.Not)
+    # NOT IN parses as Not(In); NOT LIKE may parse as Like(negate=True).
+    return isinstance(unit, exp.Not) or bool(unit.args.get("negate"))
 
 
 def _comparison(unit: exp.Expression) -> exp.Expression:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 
@@ -64,3 +65,93 @@ def render_main_report(report: dict[str, Any]) -> str:
     if report.get("timings_s"):
         lines.append("Timings (s): " + ", ".join(f"{k}={v}" for k, v in report["timings_s"].items()))
     return "\n".join(lines)
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def render_benchmark_markdown(results: Mapping[str, Any], charts: Mapping[str, str] | None = None) -> str:
+    """``report.md``: EX/EM overall, by hardness and by complexity for each schemas mode, retrieval, charts.
+
+    Args:
+        results: schemas mode -> :class:`~coderag.evaluation.benchmark.BenchmarkResult`.
+        charts: chart title -> PNG file name (relative to the report).
+
+    Returns:
+        The Markdown text.
+    """
+    first = next(iter(results.values())).summary
+    lines = [f"# CodeRAG evaluation: {first['benchmark']}", "",
+             f"n = {first['n']} questions; EX mode `{first['ex_mode']}`"
+             + (" (DISTINCT kept)" if first.get("keep_distinct") else "") + f"; k = {first['k']}.", ""]
+    lines += ["| schemas | n | EX | EM | EM (semantic) |", "|---|---|---|---|---|"]
+    for mode, result in results.items():
+        s = result.summary
+        lines.append(f"| {mode} | {s['n']} | {s['ex']:.3f} | {s['em']:.3f} | {s['em_semantic']:.3f} |")
+    for title, key in (("EX by hardness", "by_hardness"), ("EX by SQL complexity", "by_sql_complexity")):
+        names = list(dict.fromkeys(name for r in results.values() for name in r.summary[key]))
+        if not names:
+            continue
+        lines += ["", f"## {title}", "", "| " + key.split("_", 1)[1].replace("_", " ") + " | n | "
+                  + " | ".join(f"EX {m} | EM {m}" for m in results) + " |",
+                  "|---|---|" + "---|---|" * len(results)]
+        for name in names:
+            cells = []
+            n = next(r.summary[key][name]["n"] for r in results.values() if name in r.summary[key])
+            for result in results.values():
+                group = result.summary[key].get(name)
+                cells += [_pct(group["ex"]) if group else "–", _pct(group["em"]) if group else "–"]
+            lines.append(f"| {name} | {n} | " + " | ".join(cells) + " |")
+    retrieval = first.get("retrieval") or {}
+    if retrieval:
+        lines += ["", "## Retrieval (gold schema among all of the benchmark's)", "",
+                  "| " + " | ".join(retrieval) + " |", "|" + "---|" * len(retrieval),
+                  "| " + " | ".join(f"{v:.3f}" for v in retrieval.values()) + " |"]
+    statuses = {mode: r.summary["statuses"] for mode, r in results.items()}
+    lines += ["", "## Outcomes", ""] + [f"- {mode}: " + ", ".join(f"{k} {v}" for k, v in s.items())
+                                         for mode, s in statuses.items()]
+    for title, name in (charts or {}).items():
+        lines += ["", f"## {title}", "", f"![{title}]({name})"]
+    return "\n".join(lines) + "\n"
+
+
+def write_benchmark_report(results: Mapping[str, Any], out_dir: str | Path) -> dict[str, Path]:
+    """Write ``per_question.jsonl``, ``summary.json``, ``report.md`` and the PNG charts into ``out_dir``.
+
+    The directory is written whole or not at all. ``per_question.jsonl`` holds one object per question, in
+    order, for the first schemas mode; with several modes each object also carries ``by_schemas`` (mode ->
+    pred, ex, em, status). ``summary.json`` holds the first mode's summary plus ``modes`` (every mode's).
+
+    Args:
+        results: schemas mode -> :class:`~coderag.evaluation.benchmark.BenchmarkResult` (first = primary).
+        out_dir: the output directory (replaced atomically).
+
+    Returns:
+        File role -> path in the published directory.
+    """
+    import json
+
+    from coderag.atomic_files import atomic_directory
+    from coderag.evaluation.charts import write_charts
+
+    if not results:
+        raise ValueError("no results to report")
+    out_dir = Path(out_dir)
+    modes = list(results)
+    primary = results[modes[0]]
+    with atomic_directory(out_dir) as staging:
+        with (staging / "per_question.jsonl").open("w", encoding="utf-8") as fh:
+            for i, row in enumerate(primary.rows):
+                obj = row.to_dict()
+                if len(modes) > 1:
+                    obj["by_schemas"] = {m: {key: getattr(results[m].rows[i], key)
+                                             for key in ("pred", "ex", "em", "em_semantic", "status")} for m in modes}
+                fh.write(json.dumps(obj, ensure_ascii=False) + "\n")
+        summary = dict(primary.summary)
+        summary["modes"] = {m: r.summary for m, r in results.items()}
+        (staging / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        charts = write_charts(results, staging)
+        (staging / "report.md").write_text(render_benchmark_markdown(results, charts), encoding="utf-8")
+    names = {"per_question": "per_question.jsonl", "summary": "summary.json", "report": "report.md"}
+    return {**{k: out_dir / v for k, v in names.items()}, **{t: out_dir / n for t, n in charts.items()}}
