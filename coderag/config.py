@@ -323,9 +323,17 @@ class TrainingSettings(CodeRAGSettings):
 PIPELINE_PARAMETERS = (
     "corpus", "n_records", "eval_fraction", "synth_backend", "max_train_pairs", "n_negatives",
     "encoder", "epochs", "batch_size", "max_steps", "learning_rate", "k", "n_eval",
-    "max_new_tokens", "llm_base_url", "llm_model", "min_recall_at_5", "min_execution_accuracy",
+    "max_new_tokens", "llm_base_url", "llm_model", "benchmark_dir", "n_benchmark", "min_recall_at_5", "min_execution_accuracy",
     "max_regression", "current_metrics", "deploy_dir", "promote_repo", "promote_env", "seed",
 )
+
+
+# A local run scores fewer questions than the cluster's defaults (200 + 200) so that it takes minutes on 2 cores:
+# 50 held-out synthetic + 50 benchmark questions. Flags and environment variables still override these.
+LOCAL_RUN = {"n_eval": 50, "n_benchmark": 50}
+# Where a local run finds Spider (the shared datasets beside the checkout), if present.
+LOCAL_BENCHMARKS = (Path(__file__).resolve().parents[2] / "shared" / "datasets" / "spider",
+                    Path("../shared/datasets/spider"))
 
 
 class PipelineSettings(CodeRAGSettings):
@@ -346,7 +354,10 @@ class PipelineSettings(CodeRAGSettings):
     batch_size: int = Field(16, ge=2, description="training batch size")
     max_steps: int = Field(16, ge=0, description="cap on training steps (0: no cap)")
     learning_rate: float = Field(5e-5, gt=0, description="learning rate")
-    n_eval: int = Field(10, ge=1, description="held-out questions scored for EM/EX")
+    n_eval: int = Field(200, ge=1, description="held-out synthetic questions scored for EM/EX")
+    benchmark_dir: str = Field("", description="a benchmark in Spider's layout also scored (a path the evaluate "
+                                               "step can read; local run: ../shared/datasets/spider when present)")
+    n_benchmark: int = Field(200, ge=1, description="benchmark questions scored (a seeded sample)")
     min_recall_at_5: float = Field(0.5, ge=0, le=1, description="gate floor for Recall@5")
     min_execution_accuracy: float = Field(0.0, ge=0, le=1, description="gate floor for Execution Accuracy")
     max_regression: float = Field(0.0, ge=0, description="how far below the deployed metrics the gate tolerates")
@@ -364,6 +375,19 @@ class PipelineSettings(CodeRAGSettings):
     run_name: str | None = Field(None, description="KFP run name (default coderag-<timestamp>)")
     namespace: str | None = Field(None, description="KFP namespace (multi-user installs)")
     image: str | None = Field(None, description="component image (default components.image.IMAGE)")
+
+    def local_arguments(self) -> dict:
+        """The parameters of a local run (``coderag pipeline run --local``): :data:`LOCAL_RUN` for every one
+        not set by a flag or the environment, and the shared Spider benchmark when it is beside the checkout."""
+        args = self.pipeline_arguments()
+        for name, value in LOCAL_RUN.items():
+            if name not in self.model_fields_set:
+                args[name] = value
+        if "benchmark_dir" not in self.model_fields_set:
+            found = next((p for p in LOCAL_BENCHMARKS if (p / "tables.json").is_file()), None)
+            if found is not None:
+                args["benchmark_dir"] = str(found.resolve())
+        return args
 
     def pipeline_arguments(self, names: typing.Iterable[str] = PIPELINE_PARAMETERS) -> dict:
         """The pipeline's parameters as a ``{name: value}`` mapping (unset optionals as ``""``)."""

@@ -1,19 +1,30 @@
-"""Component: score the candidate on held-out questions (coderag.pipeline.stages.evaluate_stage)."""
+"""Component: score the candidate on held-out and benchmark questions (coderag.pipeline.stages.evaluate_stage)."""
 
-from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 
 from components.image import coderag_component
 
 
 @coderag_component()
 def evaluate(corpus_split: Input[Dataset], model: Input[Model], index: Input[Artifact], k: int, n_eval: int,
-             max_new_tokens: int, llm_base_url: str, llm_model: str, seed: int, metrics: Output[Metrics],
-             details: Output[Artifact]):
-    """Recall@1/5/10, MRR, nDCG@10 over the whole index and EM/EX with retrieval, logged as KFP metrics."""
+             max_new_tokens: int, llm_base_url: str, llm_model: str, benchmark_dir: str, n_benchmark: int,
+             seed: int, metrics: Output[Metrics], details: Output[Artifact], report: Output[Markdown],
+             report_html: Output[HTML]):
+    """Recall@k / MRR@10 / nDCG@10 over the whole index and EX/EM (test-suite) with retrieval, logged as KFP
+    metrics; per-question rows for the gate; the report as Markdown and HTML outputs (shown in the KFP UI)."""
+    import tempfile
+    from pathlib import Path
+
+    from coderag.evaluation.report import combined_report
     from coderag.pipeline.stages import evaluate_stage
 
+    report_dir = Path(tempfile.mkdtemp(prefix="coderag-report-"))
     scores = evaluate_stage(corpus_dir=corpus_split.path, model_dir=model.path, index_dir=index.path, k=k,
                             n_eval=n_eval, max_new_tokens=max_new_tokens, llm_base_url=llm_base_url,
-                            llm_model=llm_model, seed=seed, details_path=details.path)
+                            llm_model=llm_model, benchmark_dir=benchmark_dir, n_benchmark=n_benchmark, seed=seed,
+                            details_path=details.path, report_dir=report_dir)
     for name, value in scores.items():
         metrics.log_metric(name, float(value))
+    markdown, page = combined_report(report_dir)
+    Path(report.path).write_text(markdown, encoding="utf-8")
+    Path(report_html.path).write_text(page, encoding="utf-8")

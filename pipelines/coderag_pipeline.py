@@ -92,10 +92,12 @@ def build_pipeline(image: str = IMAGE, placement: Placement | None = None):
         max_steps: int = 16,
         learning_rate: float = 5e-5,
         k: int = 3,
-        n_eval: int = 10,
+        n_eval: int = 200,
         max_new_tokens: int = 128,
         llm_base_url: str = "",
         llm_model: str = "",
+        benchmark_dir: str = "",
+        n_benchmark: int = 200,
         min_recall_at_5: float = 0.5,
         min_execution_accuracy: float = 0.0,
         max_regression: float = 0.0,
@@ -125,12 +127,12 @@ def build_pipeline(image: str = IMAGE, placement: Placement | None = None):
             scores = ops["evaluate"](
                 corpus_split=synth.outputs["corpus_split"], model=tune.outputs["model"], index=index.outputs["index"], k=k,
                 n_eval=n_eval, max_new_tokens=max_new_tokens, llm_base_url=llm_base_url,
-                llm_model=llm_model, seed=seed)
+                llm_model=llm_model, benchmark_dir=benchmark_dir, n_benchmark=n_benchmark, seed=seed)
             _llm_key(_resources(scores, "2", "6Gi"), placement)
             scores.set_caching_options(False)  # the deployed baseline it is gated against changes
 
             verdict = ops["gate"](
-                metrics=scores.outputs["metrics"], min_recall_at_5=min_recall_at_5,
+                metrics=scores.outputs["metrics"], details=scores.outputs["details"], min_recall_at_5=min_recall_at_5,
                 min_execution_accuracy=min_execution_accuracy, max_regression=max_regression,
                 current_metrics=current_metrics)
             _resources(verdict, "500m", "512Mi").set_caching_options(False)
@@ -138,7 +140,7 @@ def build_pipeline(image: str = IMAGE, placement: Placement | None = None):
             with dsl.If(verdict.outputs["passed"] == True, name="gate-passed"):  # noqa: E712 - KFP condition
                 release = ops["deploy"](
                     model=tune.outputs["model"], index=index.outputs["index"], metrics=scores.outputs["metrics"],
-                    decision=verdict.outputs["decision"], deploy_dir=deploy_dir, promote_repo=promote_repo,
+                    details=scores.outputs["details"], decision=verdict.outputs["decision"], deploy_dir=deploy_dir, promote_repo=promote_repo,
                     promote_env=promote_env)
                 _resources(release, "500m", "1Gi").set_caching_options(False)
                 if placement.use_gitops_secret:

@@ -13,7 +13,7 @@ from coderag.config import PIPELINE_PARAMETERS, PipelineSettings, add_settings_f
 from coderag.errors import ConfigError
 from coderag.evaluation.report import sql_verdict_label
 
-SUMMARY_METRICS = ("recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10", "em", "ex")
+SUMMARY_METRICS = ("recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10", "ex", "em", "em_semantic")
 SUMMARY_COUNTS = ("retrieval_queries", "n_eval", "parse_failures", "guard_refusals")
 
 
@@ -38,8 +38,12 @@ def render_summary(result: dict[str, Any]) -> str:
     metrics = result.get("metrics") or {}
     if metrics:
         ordered = {name: metrics[name] for name in SUMMARY_METRICS if name in metrics}
-        ordered.update({name: int(metrics[name]) for name in SUMMARY_COUNTS if name in metrics})
-        lines += ["Evaluation on held-out domains (retrieval over the whole index; EM/EX with retrieval)",
+        ordered.update({name: value for name, value in metrics.items()
+                        if name.startswith(("ex_", "recall@5_")) and isinstance(value, float)})
+        ordered.update({name: int(metrics[name]) for name in metrics
+                        if name in SUMMARY_COUNTS or (name.startswith("n_") and name != "n_eval")})
+        lines += ["Evaluation: retrieval over the whole index (held-out domains); EX/EM with retrieved schemas on "
+                  f"n={int(metrics.get('n_eval', 0))} questions (held-out synthetic + benchmark), test-suite EX",
                   format_table(ordered)]
     gate = result.get("gate") or {}
     for check in gate.get("checks", []):
@@ -84,7 +88,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     workdir = (s.workdir or default_workdir()).absolute()
     print(f"local pipeline run: artifacts and logs in {workdir}", file=sys.stderr)
     started = time.perf_counter()
-    result = run_local(s.pipeline_arguments(), workdir, verbose=args.verbose > 0).to_dict()
+    result = run_local(s.local_arguments(), workdir, verbose=args.verbose > 0).to_dict()
     print(render_summary(result))
     if result["status"] == "deployed" and not args.no_sample:
         print(_answer_sample(s, result["release"]))

@@ -232,14 +232,29 @@ def summarize(rows: Sequence[QuestionResult], **extra: Any) -> dict[str, Any]:
     return summary
 
 
-def _retrieval(benchmark: Benchmark, encoder_model, k: int, show_progress: bool | None):
-    """(ranked schema ids, top scores, retrieval metrics) of every question over all the benchmark's schemas."""
+def sql_summary(summary: dict[str, Any]) -> dict[str, Any]:
+    """The flat EX/EM figures of a summary the reports print: n, em, ex, em_semantic and failure counts."""
+    statuses = summary.get("statuses", {})
+    return {"n": summary["n"], "em": summary["em"], "ex": summary["ex"], "em_semantic": summary["em_semantic"],
+            "parse_failures": statuses.get("parse_failure", 0), "guard_refusals": statuses.get("guard_refused", 0),
+            "execution_failures": statuses.get("execution_failure", 0)}
+
+
+def _retrieval(benchmark: Benchmark, encoder_model, k: int, show_progress: bool | None, index=None):
+    """(ranked schema ids, top scores, retrieval metrics) of every question over all the benchmark's schemas.
+
+    ``index`` (a built :class:`~coderag.retrieval.index.SchemaIndex` over exactly the benchmark's schemas,
+    in order) is searched instead of building one.
+    """
     from coderag.evaluation.ranking import retrieval_metrics
     from coderag.retrieval.index import SchemaIndex
     from coderag.retrieval.search import retrieve_schemas
 
-    index = SchemaIndex.build(encoder_model, benchmark.schemas, domains=benchmark.schema_names,
-                              show_progress=show_progress)
+    if index is None:
+        index = SchemaIndex.build(encoder_model, benchmark.schemas, domains=benchmark.schema_names,
+                                  show_progress=show_progress)
+    elif list(index.snippets) != list(benchmark.schemas):
+        raise ConfigError("the given index does not hold exactly the benchmark's schemas: let evaluation build one")
     depth = min(max(k, 10), index.count)
     hits = retrieve_schemas(index, encoder_model, [q.question for q in benchmark.questions], k=depth)
     ranked = [[h.snippet_id for h in row] for row in hits]
@@ -406,10 +421,21 @@ def evaluate_benchmark(benchmark: Benchmark, *, generator=None, encoder_model=No
     return BenchmarkResult(rows=rows, summary=summary)
 
 
-def evaluate_modes(benchmark: Benchmark, modes: Sequence[str], *, encoder_model=None, **kwargs: Any
+def evaluate_modes(benchmark: Benchmark, modes: Sequence[str], *, encoder_model=None, index=None, **kwargs: Any
                    ) -> dict[str, BenchmarkResult]:
-    """:func:`evaluate_benchmark` once per schemas mode, sharing one retrieval pass."""
-    retrieval = _retrieval(benchmark, encoder_model, kwargs.get("k", 3), kwargs.get("show_progress")) \
+    """:func:`evaluate_benchmark` once per schemas mode, sharing one retrieval pass (over ``index`` if given).
+
+    Args:
+        benchmark: the questions.
+        modes: schemas modes, e.g. ``["retrieved", "oracle", "none"]``; the first is the primary.
+        encoder_model: the retrieval encoder.
+        index: a built index over exactly ``benchmark.schemas`` (else one is built).
+        **kwargs: passed to :func:`evaluate_benchmark`.
+
+    Returns:
+        Mode -> :class:`BenchmarkResult`, in ``modes`` order.
+    """
+    retrieval = _retrieval(benchmark, encoder_model, kwargs.get("k", 3), kwargs.get("show_progress"), index) \
         if encoder_model is not None else None
     return {mode: evaluate_benchmark(benchmark, encoder_model=encoder_model, schemas=mode, retrieval=retrieval,
                                      **kwargs) for mode in modes}

@@ -155,3 +155,35 @@ def write_benchmark_report(results: Mapping[str, Any], out_dir: str | Path) -> d
         (staging / "report.md").write_text(render_benchmark_markdown(results, charts), encoding="utf-8")
     names = {"per_question": "per_question.jsonl", "summary": "summary.json", "report": "report.md"}
     return {**{k: out_dir / v for k, v in names.items()}, **{t: out_dir / n for t, n in charts.items()}}
+
+
+def combined_report(report_dir: str | Path) -> tuple[str, str]:
+    """(Markdown, HTML) of every ``report.md`` under ``report_dir``, for a pipeline's UI.
+
+    The Markdown leaves the pictures out (a viewer cannot reach the files); the HTML page embeds them
+    (base64 PNG), so it is one self-contained file.
+
+    Args:
+        report_dir: a folder with one sub-folder per benchmark, each written by :func:`write_benchmark_report`.
+
+    Returns:
+        The Markdown text and the HTML page.
+    """
+    import base64
+    import html
+    import re
+
+    md_parts, html_parts = [], []
+    for report in sorted(Path(report_dir).glob("*/report.md")):
+        text = report.read_text(encoding="utf-8")
+        md_parts.append(re.sub(r"^!\[.*\]\(.*\)$", "", text, flags=re.MULTILINE))
+        body = html.escape(re.sub(r"^!\[.*\]\(.*\)$", "", text, flags=re.MULTILINE))
+        images = "".join(
+            f'<img alt="{html.escape(png.stem)}" src="data:image/png;base64,'
+            f'{base64.b64encode(png.read_bytes()).decode()}" style="max-width:48%;margin:4px">'
+            for png in sorted(report.parent.glob("*.png")))
+        html_parts.append(f"<section><pre>{body}</pre>{images}</section>")
+    markdown = "\n\n".join(md_parts) or "no evaluation report was written"
+    page = ("<!doctype html><html><head><meta charset='utf-8'><title>CodeRAG evaluation</title></head>"
+            "<body style='font-family:sans-serif'>" + "<hr>".join(html_parts) + "</body></html>")
+    return markdown, page

@@ -16,12 +16,11 @@ from typing import Any
 
 from coderag.atomic_files import write_json_atomic
 from coderag.corpus import dedupe_schemas, load_corpus
+from coderag.evaluation.benchmark import evaluate_modes, load_gretel_benchmark, sql_summary
 from coderag.evaluation.ranking import evaluate_index
-from coderag.evaluation.sql_metrics import evaluate_text_to_sql
 from coderag.generation.answer import answer_question
 from coderag.retrieval.encoder import load_encoder
 from coderag.retrieval.index import SchemaIndex
-from coderag.retrieval.search import retrieve_schemas
 
 log = logging.getLogger(__name__)
 
@@ -101,14 +100,11 @@ def run_main_job(*, corpus_source: str, n_records: int | None, encoder: str | No
     generator = generator_factory()
     eval_records = sample_eval_records(records, n_eval, seed)
     t0 = time.perf_counter()
-    hits = retrieve_schemas(index, encoder_model, [r["sql_prompt"] for r in eval_records], k=k)
-    with_retrieval = evaluate_text_to_sql(eval_records, generator, [[h.text for h in row] for row in hits],
-                                          max_tokens=max_new_tokens, desc="EX/EM with retrieval")
+    benchmark = load_gretel_benchmark(eval_records, name="builtin", corpus_records=records)
+    scored = evaluate_modes(benchmark, ["retrieved", "none"], encoder_model=encoder_model, index=index,
+                            generator=generator, k=k, max_new_tokens=max_new_tokens)
+    with_retrieval, baseline = (sql_summary(scored[m].summary) for m in ("retrieved", "none"))
     timings["generation_eval"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    baseline = evaluate_text_to_sql(eval_records, generator, [[] for _ in eval_records],
-                                    max_tokens=max_new_tokens, desc="EX/EM no retrieval")
-    timings["baseline_eval"] = time.perf_counter() - t0
 
     sample = answer_question(question, index=index, encoder_model=encoder_model, generator=generator, k=k,
                              max_tokens=max_new_tokens).to_dict()
@@ -116,8 +112,8 @@ def run_main_job(*, corpus_source: str, n_records: int | None, encoder: str | No
         corpus=corpus_info,
         index={"dir": str(index_dir), "count": index.count, "dim": index.dim},
         retrieval=retrieval,
-        generation=with_retrieval.get("aggregate", with_retrieval),
-        baseline=baseline.get("aggregate", baseline),
+        generation=with_retrieval,
+        baseline=baseline,
         sample=sample,
         timings_s={k_: round(v, 2) for k_, v in timings.items()},
     )

@@ -141,20 +141,29 @@ def build_index_stage(*, corpus_dir: str | os.PathLike, model_dir: str | os.Path
 
 
 def evaluate_stage(*, corpus_dir: str | os.PathLike, model_dir: str | os.PathLike, index_dir: str | os.PathLike,
-                   k: int = 3, n_eval: int = 10, max_new_tokens: int = 128, llm_base_url: str = "",
-                   llm_model: str = "", max_retrieval_queries: int = 0, seed: int = 0,
-                   details_path: str | os.PathLike | None = None, show_progress: bool = False) -> dict[str, Any]:
-    """Score the candidate on held-out questions: retrieval over the whole index, then EM/EX on ``n_eval``.
+                   k: int = 3, n_eval: int = 200, max_new_tokens: int = 128, llm_base_url: str = "",
+                   llm_model: str = "", benchmark_dir: str = "", n_benchmark: int = 200,
+                   max_retrieval_queries: int = 0, seed: int = 0, details_path: str | os.PathLike | None = None,
+                   report_dir: str | os.PathLike | None = None, show_progress: bool | None = False) -> dict[str, Any]:
+    """Score the candidate: retrieval over the whole index, then EX/EM on held-out and benchmark questions.
 
-    Returns flat metrics (``recall@1/5/10``, ``mrr@10``, ``ndcg@10``, ``em``, ``ex``, counts). With
-    ``details_path`` the per-question rows are written there as JSON.
+    Held-out synthetic domains: Recall@1/5/10, MRR@10, nDCG@10 of every held-out question's own schema
+    over the whole index, and EX/EM (test-suite semantics) on ``n_eval`` of them with retrieved schemas. With
+    ``benchmark_dir`` (Spider's layout), ``n_benchmark`` of its questions (a seeded sample) are scored too,
+    retrieving over all of the benchmark's schemas. ``ex`` is over every scored question; ``recall@5``
+    over the held-out retrieval questions. Per-question rows (``key``, ``ex``, ``hit@5`` ...) go to
+    ``details_path`` (JSON ``{"metrics", "rows"}``) for the gate's paired comparison; ``report_dir`` gets
+    the report (``report.md``, charts, ``per_question.jsonl``) of each benchmark.
+
+    Returns:
+        Flat metrics: ``recall@*``, ``mrr@10``, ``ndcg@10``, ``ex``, ``em``, ``em_semantic``, ``ex_heldout``,
+        ``ex_<benchmark>``, ``recall@5_<benchmark>``, ``n_eval`` and counts.
     """
     from coderag.corpus import dedupe_schemas
-    from coderag.evaluation.sql_metrics import evaluate_text_to_sql
-    from coderag.pipeline.main_job import evaluate_retrieval, sample_eval_records
+    from coderag.evaluation.benchmark import evaluate_modes, load_gretel_benchmark, load_spider_benchmark
+    from coderag.pipeline.main_job import sample_eval_records
     from coderag.retrieval.encoder import load_encoder
     from coderag.retrieval.index import SchemaIndex
-    from coderag.retrieval.search import retrieve_schemas
 
     train, held_out = read_corpus(corpus_dir)
     if not held_out:
@@ -167,17 +176,43 @@ def evaluate_stage(*, corpus_dir: str | os.PathLike, model_dir: str | os.PathLik
     if max_retrieval_queries and len(held_out) > max_retrieval_queries:
         picked = sorted(random.Random(seed).sample(range(len(held_out)), max_retrieval_queries))
         queries, gold = [held_out[i] for i in picked], [gold[i] for i in picked]
-    metrics: dict[str, Any] = dict(evaluate_retrieval(index, encoder_model, queries, gold))
+    from coderag.evaluation.ranking import evaluate_index
+
+    metrics: dict[str, Any] = dict(evaluate_index(index, encoder_model, [r["sql_prompt"] for r in queries], gold))
     metrics["retrieval_queries"] = len(queries)
 
-    eval_records = sample_eval_records(held_out, n_eval, seed)
-    hits = retrieve_schemas(index, encoder_model, [r["sql_prompt"] for r in eval_records], k=k)
-    scored = evaluate_text_to_sql(eval_records, stage_generator(llm_base_url, llm_model),
-                                  [[h.text for h in row] for row in hits], max_tokens=max_new_tokens,
-                                  desc="EX/EM", show_progress=show_progress)
-    aggregate = scored["aggregate"]
-    metrics.update({"em": aggregate["em"], "ex": aggregate["ex"], "n_eval": aggregate["n"],
-                    "parse_failures": aggregate["parse_failures"], "guard_refusals": aggregate["guard_refusals"]})
+    benchmarks = {"heldout": (load_gretel_benchmark(sample_eval_records(held_out, n_eval, seed), name="heldout",
+                                                    corpus_records=train + held_out), index)}
+    if benchmark_dir:
+        spider = load_spider_benchmark(benchmark_dir)
+        if n_benchmark < len(spider.questions):
+            picked = sorted(random.Random(seed).sample(range(len(spider.questions)), n_benchmark))
+            spider.questions = [spider.questions[i] for i in picked]
+            spider.schema_ids = [spider.schema_ids[i] for i in picked]
+        benchmarks[Path(benchmark_dir).name or "benchmark"] = (spider, None)
+    generator = stage_generator(llm_base_url, llm_model)
+    rows: list[dict[str, Any]] = []
+    counts = {"parse_failures": 0, "guard_refusals": 0}
+    for name, (bench, bench_index) in benchmarks.items():
+        result = evaluate_modes(bench, ["retrieved"], encoder_model=encoder_model, index=bench_index,
+                                generator=generator, k=k, max_new_tokens=max_new_tokens,
+                                show_progress=show_progress)["retrieved"]
+        if report_dir is not None:
+            from coderag.evaluation.report import write_benchmark_report
+
+            write_benchmark_report({"retrieved": result}, Path(report_dir) / name)
+        metrics[f"ex_{name}"] = result.summary["ex"]
+        metrics[f"n_{name}"] = result.summary["n"]
+        if name != "heldout":
+            metrics[f"recall@5_{name}"] = result.summary["retrieval"].get("recall@5", 0.0)
+        counts["parse_failures"] += result.summary["statuses"].get("parse_failure", 0)
+        counts["guard_refusals"] += result.summary["statuses"].get("guard_refused", 0)
+        for row in result.rows:
+            rows.append({"key": f"{name}:{row.id}", "benchmark": name, **row.to_dict(),
+                         "hit@5": row.gold_rank is not None and row.gold_rank <= 5})
+    n = len(rows)
+    metrics.update({"ex": sum(r["ex"] for r in rows) / n, "em": sum(r["em"] for r in rows) / n,
+                    "em_semantic": sum(r["em_semantic"] for r in rows) / n, "n_eval": n, **counts})
     if details_path is not None:
-        write_json_atomic(Path(details_path), {"metrics": metrics, "rows": scored["rows"]})
+        write_json_atomic(Path(details_path), {"metrics": metrics, "rows": rows})
     return metrics

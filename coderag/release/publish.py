@@ -17,12 +17,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from coderag.atomic_files import atomic_directory, write_json_atomic
+from coderag.atomic_files import atomic_directory, write_json_atomic, write_text_atomic
 from coderag.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 CURRENT_FILE = "current.json"
+PER_QUESTION_FILE = "evaluation.json"
 RELEASES_DIR = "releases"
 
 
@@ -36,6 +37,7 @@ def deploy_release(*, model_dir: str | os.PathLike, index_dir: str | os.PathLike
                    deploy_dir: str | os.PathLike | None = None, model_uri: str = "", index_uri: str = "",
                    promote_repo: str = "", promote_env: str = "dev",
                    decision_path: str | os.PathLike | None = None,
+                   details_path: str | os.PathLike | None = None,
                    outcome_path: str | os.PathLike | None = None) -> dict[str, Any]:
     """Publish a gated release and return its record (also written as ``<deploy_dir>/current.json``).
 
@@ -67,6 +69,10 @@ def deploy_release(*, model_dir: str | os.PathLike, index_dir: str | os.PathLike
         _copy_tree_atomic(model_dir, release_root / "model")
         _copy_tree_atomic(index_dir, release_root / "index")
         record.update(model_dir=str(release_root / "model"), index_dir=str(release_root / "index"))
+        if details_path and Path(details_path).is_file():
+            # The per-question results the next candidate is compared with, question by question.
+            write_text_atomic(release_root / PER_QUESTION_FILE, Path(details_path).read_text(encoding="utf-8"))
+            record["per_question"] = str(release_root / PER_QUESTION_FILE)
     if promote_repo:
         from coderag.release.promotion import is_git_remote, promote, promote_to_remote, serving_uri
 
