@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from coderag.config import JobSettings, add_settings_flags
+from coderag.errors import ConfigError
 from coderag.evaluation.report import sql_verdict_label
 from coderag.generation.llm import make_generator
 
@@ -32,22 +33,56 @@ def _cmd_ask(args: argparse.Namespace) -> int:
     from coderag.retrieval.index import SchemaIndex
     from coderag.retrieval.search import validate_question
 
-    s = JobSettings.from_args(args, "ask", question=args.question_text)
-    question = validate_question(s.question)
+    s = JobSettings.from_args(args, "ask")
+    if (args.question_text is None) == (args.questions_file is None):
+        raise ConfigError("ask needs one QUESTION or --questions-file FILE (one question per line), not both")
+    if args.questions_file is not None:
+        try:
+            lines = args.questions_file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read --questions-file {args.questions_file} ({exc})") from None
+        questions = [validate_question(q) for q in lines if q.strip()]
+        if not questions:
+            raise ConfigError(f"--questions-file {args.questions_file} holds no questions: one per line")
+    else:
+        questions = [validate_question(args.question_text)]
+    db_path = None
+    if args.db is not None:
+        from coderag.sql.execution import open_sqlite_readonly
+
+        open_sqlite_readonly(args.db).close()  # a missing or unreadable file fails before any model loads
+        db_path = str(args.db)
     index = SchemaIndex.load(Path(args.index))
     encoder_model = load_encoder(s.encoder or index.encoder_name)
     index.check_compatible(encoder_model)
-    answer = answer_question(question, index=index, encoder_model=encoder_model,
-                             generator=make_generator(s), k=s.k, min_score=s.min_score,
-                             max_tokens=s.max_new_tokens)
+    generator = make_generator(s)
+    answers = [answer_question(q, index=index, encoder_model=encoder_model, generator=generator, k=s.k,
+                               min_score=s.min_score, max_tokens=s.max_new_tokens, db_path=db_path)
+               for q in questions]
     if args.json:
-        print(json.dumps(answer.to_dict(), indent=2))
-    else:
+        payload = [a.to_dict() for a in answers]
+        print(json.dumps(payload if args.questions_file is not None else payload[0], indent=2, default=str))
+        return 0
+    for answer in answers:
+        if len(answers) > 1:
+            print(f"Q: {answer.question}")
         for hit in answer.snippets:
             print(f"[{hit['rank']}] score={hit['score']:.3f} domain={hit['domain']}")
         verdict = sql_verdict_label(answer.allowed, answer.guard_reason)
         print(f"SQL ({verdict}):\n{answer.sql or '(no SQL in the reply)'}")
+        if answer.execution_error:
+            print(f"execution failed{' after one repair' if answer.repaired else ''}: {answer.execution_error}")
+        elif answer.rows is not None:
+            print(format_rows(answer.rows))
     return 0
+
+
+def format_rows(rows: list[list], limit: int = 20) -> str:
+    """Up to ``limit`` result rows as tab-separated lines, then how many more there were."""
+    lines = ["\t".join("NULL" if v is None else (v.hex() if isinstance(v, bytes) else str(v)) for v in row)
+             for row in rows[:limit]]
+    more = f"\n... {len(rows) - limit} more rows" if len(rows) > limit else ""
+    return (f"rows ({len(rows)}):\n" + "\n".join(lines) + more) if rows else "rows (0)"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -61,8 +96,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.set_defaults(func=_cmd_run)
 
     ask = sub.add_parser("ask", help="answer one question with SQL from a built index",
-                         description="Retrieve schemas from INDEX for the question, generate SQL, guard it.")
-    ask.add_argument("question_text", metavar="QUESTION")
+                         description="Retrieve schemas from INDEX for the question, generate SQL, guard it; with "
+                                     "--db run it read-only on a SQLite file (one repair on error) and print rows.")
+    ask.add_argument("question_text", metavar="QUESTION", nargs="?", help="the question (or --questions-file)")
+    ask.add_argument("--questions-file", type=Path, metavar="FILE", help="answer every line of FILE")
+    ask.add_argument("--db", type=Path, metavar="FILE.sqlite",
+                     help="run the guarded SQL on this SQLite file, read-only, and print the rows")
     ask.add_argument("--index", required=True, help="index directory (from `coderag run` or `coderag index build`)")
     ask.add_argument("--json", action="store_true", help="print the answer as JSON")
     add_settings_flags(ask, JobSettings, ("encoder", "min_score", *LLM_FLAGS))

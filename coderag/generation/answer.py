@@ -12,7 +12,7 @@ from typing import Any
 
 from coderag.generation.prompting import build_messages
 from coderag.retrieval.search import RetrievedSchema, retrieve_schemas, validate_question
-from coderag.sql.execution import run_query, sqlite_from_context
+from coderag.sql.execution import open_sqlite_readonly, run_query, sqlite_from_context
 from coderag.sql.guard import sql_guard
 from coderag.sql.text import extract_sql
 
@@ -45,15 +45,44 @@ def _repair_messages(messages: list[dict[str, str]], sql: str, error: str) -> li
     ]
 
 
+def _run(connect, sql: str, timeout_s: float) -> list[list[Any]]:
+    conn = connect()
+    try:
+        return [list(r) for r in run_query(conn, sql, timeout_s=timeout_s)]
+    finally:
+        conn.close()
+
+
 def answer_from_schemas(question: str, schemas: list[str], generator, *, sql_context: str | None = None,
-                        repair: bool = True, max_tokens: int = 128,
+                        db_path: str | None = None, repair: bool = True, max_tokens: int = 128,
                         timeout_s: float = 5.0) -> Answer:
     """Generate, extract and guard SQL for ``question`` given retrieved ``schemas``.
 
     With ``sql_context`` (CREATE TABLE + INSERT statements) the guarded SQL is executed on an in-memory
-    SQLite database built from it; on an execution error the LLM is asked once to repair its query.
+    SQLite database built from it; with ``db_path`` on that SQLite file, opened read-only. On an execution
+    error the LLM is asked once to repair its query (the repaired SQL goes through the guard again).
     Generator failures propagate (``GenerationError`` / ``GeneratorUnavailable``).
+
+    Args:
+        question: the question.
+        schemas: schema snippets for the prompt.
+        generator: the SQL generator.
+        sql_context: a context to build an in-memory database from (exclusive with ``db_path``).
+        db_path: a SQLite file to run the SQL on, read-only.
+        repair: ask once for a fix when execution fails.
+        max_tokens: generation budget.
+        timeout_s: time limit of one query run.
+
+    Returns:
+        An :class:`Answer` (``rows`` set when the SQL ran).
     """
+    if sql_context is not None and db_path is not None:
+        raise ValueError("pass sql_context or db_path, not both")
+    connect = None
+    if sql_context is not None:
+        connect = lambda: sqlite_from_context(sql_context)  # noqa: E731
+    elif db_path is not None:
+        connect = lambda: open_sqlite_readonly(db_path)  # noqa: E731
     timings: dict[str, float] = {}
     messages = build_messages(question, schemas)
     t0 = time.perf_counter()
@@ -63,11 +92,11 @@ def answer_from_schemas(question: str, schemas: list[str], generator, *, sql_con
     verdict = sql_guard(sql)
     answer = Answer(question=question, sql=sql, allowed=verdict.allowed, guard_reason=verdict.reason,
                     reply=reply, timings_ms=timings)
-    if not verdict.allowed or sql_context is None:
+    if not verdict.allowed or connect is None:
         return answer
     t0 = time.perf_counter()
     try:
-        answer.rows = [list(r) for r in run_query(sqlite_from_context(sql_context), sql, timeout_s=timeout_s)]
+        answer.rows = _run(connect, sql, timeout_s)
     except Exception as exc:  # noqa: BLE001 - any SQLite failure is reported and may be repaired
         answer.execution_error = str(exc)
     timings["execute"] = (time.perf_counter() - t0) * 1000
@@ -84,15 +113,14 @@ def answer_from_schemas(question: str, schemas: list[str], generator, *, sql_con
         answer.rows, answer.execution_error = None, None
         if verdict2.allowed:
             try:
-                answer.rows = [list(r) for r in run_query(sqlite_from_context(sql_context), sql2,
-                                                           timeout_s=timeout_s)]
+                answer.rows = _run(connect, sql2, timeout_s)
             except Exception as exc:  # noqa: BLE001
                 answer.execution_error = str(exc)
     return answer
 
 
 def answer_question(question: str, *, index, encoder_model, generator, k: int = 3,
-                    min_score: float | None = None, sql_context: str | None = None,
+                    min_score: float | None = None, sql_context: str | None = None, db_path: str | None = None,
                     repair: bool = True, max_tokens: int = 128) -> Answer:
     """Retrieve the top-``k`` schemas for ``question`` and answer it with :func:`answer_from_schemas`."""
     question = validate_question(question)
@@ -100,7 +128,7 @@ def answer_question(question: str, *, index, encoder_model, generator, k: int = 
     hits: list[RetrievedSchema] = retrieve_schemas(index, encoder_model, [question], k=k, min_score=min_score)[0]
     retrieve_ms = (time.perf_counter() - t0) * 1000
     answer = answer_from_schemas(question, [h.text for h in hits], generator, sql_context=sql_context,
-                                 repair=repair, max_tokens=max_tokens)
+                                 db_path=db_path, repair=repair, max_tokens=max_tokens)
     answer.snippets = [h.to_dict() for h in hits]
     answer.timings_ms = {"retrieve": retrieve_ms, **answer.timings_ms}
     return answer

@@ -182,8 +182,8 @@ def evaluate_gate(metrics: Mapping[str, Any], thresholds: Mapping[str, Any],
                 comparison = paired_comparison(name, mine, theirs)
                 comparisons.append(asdict(comparison))
                 ok = comparison.high >= -max_regression
-                text = comparison.describe() + (" ok" if ok else f": worse beyond doubt (CI below "
-                                                                   f"{-max_regression:+.4f})" if max_regression else "below 0)")
+                bound = f"{-max_regression:+.4f}" if max_regression else "0"
+                text = comparison.describe() + (" ok" if ok else f": worse beyond doubt (CI below {bound})")
                 checks.append(text)
                 if not ok:
                     reasons.append(text)
