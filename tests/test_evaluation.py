@@ -14,10 +14,10 @@ from coderag.evaluation.report import format_table
 from coderag.evaluation.sql_metrics import (
     evaluate_text_to_sql,
     exact_match,
-    execution_match,
-    execution_outcome,
     is_ordered,
 )
+from coderag.evaluation.execution_match import execution_match as verdict_on
+from coderag.sql.execution import sqlite_from_context
 
 CONTEXT = ("CREATE TABLE orders (order_id INTEGER, customer TEXT, total REAL);"
            "INSERT INTO orders VALUES (1, 'ann', 10.5), (2, 'bob', 20.0), (3, 'ann', 4.5), (4, 'cy', 20.0);")
@@ -30,12 +30,23 @@ def test_exact_match_ignores_formatting_only():
     assert not exact_match("", "SELECT 1")
 
 
+def execution_match(pred: str, gold: str, context: str | None = None, *, conn_factory=None,
+                    mode: str = "strict") -> bool:
+    conn = conn_factory() if conn_factory is not None else sqlite_from_context(context)
+    try:
+        return verdict_on(conn, pred, gold, mode=mode).match
+    finally:
+        conn.close()
+
+
 def test_execution_match_is_order_insensitive_without_order_by():
     gold = "SELECT customer FROM orders WHERE total > 5"
     assert execution_match("SELECT customer FROM orders WHERE total > 5 ORDER BY customer DESC", gold, CONTEXT)
     assert execution_match("SELECT customer FROM orders WHERE total >= 10.5", gold, CONTEXT)
-    # A multiset, not a set: a missing duplicate row ('ann' twice) is a mismatch.
+    # A multiset, not a set: a missing duplicate row ('ann' twice) is a mismatch (unless DISTINCT is dropped).
     assert not execution_match("SELECT DISTINCT customer FROM orders", "SELECT customer FROM orders", CONTEXT)
+    assert execution_match("SELECT DISTINCT customer FROM orders", "SELECT customer FROM orders", CONTEXT,
+                           mode="test-suite")
 
 
 def test_execution_match_respects_gold_order_by():
@@ -45,7 +56,7 @@ def test_execution_match_respects_gold_order_by():
     assert is_ordered(gold) and not is_ordered("SELECT a FROM (SELECT a FROM t ORDER BY a)")
 
 
-def test_execution_match_rounds_floats():
+def test_strict_execution_match_rounds_floats():
     assert execution_match("SELECT SUM(total) / COUNT(*) FROM orders", "SELECT AVG(total) FROM orders", CONTEXT)
     assert execution_match("SELECT 0.1 + 0.2", "SELECT 0.3", CONTEXT)
 
@@ -58,21 +69,18 @@ def test_execution_match_rounds_floats():
     ("SELECT customer FROM orders", "different result"),
 ])
 def test_failing_predictions_score_false_with_a_reason(pred, reason):
-    outcome = execution_outcome(pred, "SELECT COUNT(*) FROM orders", sql_context=CONTEXT, timeout_s=0.3)
+    outcome = verdict_on(sqlite_from_context(CONTEXT), pred, "SELECT COUNT(*) FROM orders", timeout_s=0.3)
     assert not outcome.match and reason in outcome.reason
 
 
-def test_execution_match_on_a_connection_factory(tmp_path):
+def test_execution_match_on_a_database_file(tmp_path):
     path = tmp_path / "db.sqlite"
     setup = sqlite3.connect(path)
     setup.executescript(CONTEXT)
     setup.close()
-    from coderag.sql.execution import open_sqlite_readonly
-
-    assert execution_match("SELECT COUNT(*) FROM orders", "SELECT COUNT(order_id) FROM orders",
-                           conn_factory=lambda: open_sqlite_readonly(path))
-    outcome = execution_outcome("SELECT 1", "SELECT nope FROM orders", conn_factory=lambda: open_sqlite_readonly(path))
-    assert outcome.gold_failed and not outcome.match
+    assert verdict_on(path, "SELECT COUNT(*) FROM orders", "SELECT COUNT(order_id) FROM orders").match
+    outcome = verdict_on(path, "SELECT 1", "SELECT nope FROM orders")
+    assert outcome.gold_error and not outcome.match
 
 
 def test_retrieval_metrics_hand_computed():

@@ -46,6 +46,7 @@ class BenchmarkQuestion:
     gold: str
     sql_complexity: str = ""
     sql_context: str | None = None
+    index: int = 0
 
 
 @dataclass
@@ -61,9 +62,12 @@ class Benchmark:
     schema_names: list[str]
     schema_ids: list[int]
     db_paths: dict[str, Path] = field(default_factory=dict)
+    connect_fn: Callable[[BenchmarkQuestion], sqlite3.Connection] | None = None
 
     def connect(self, question: BenchmarkQuestion) -> sqlite3.Connection | Path:
         """The database of ``question``: its SQLite file (Spider) or an in-memory build of its context."""
+        if self.connect_fn is not None:
+            return self.connect_fn(question)
         if question.sql_context is not None:
             from coderag.sql.execution import sqlite_from_context
 
@@ -91,7 +95,7 @@ class Benchmark:
         if n < 1:
             raise ConfigError(f"--limit must be a positive number of questions, got {n}")
         return Benchmark(self.name, self.questions[:n], self.schemas, self.schema_names, self.schema_ids[:n],
-                         self.db_paths)
+                         self.db_paths, self.connect_fn)
 
 
 def load_spider_benchmark(spider_dir: str | Path, questions: str | Path | None = None) -> Benchmark:
@@ -146,7 +150,7 @@ def load_gretel_benchmark(records: Sequence[dict], name: str = "gretel",
     offset = len(corpus_records)
     qs = [BenchmarkQuestion(id=str(r.get("id", i)), db_id=str(r.get("domain", "")), question=str(r["sql_prompt"]),
                             gold=str(r["sql"]), sql_complexity=str(r.get("sql_complexity", "")),
-                            sql_context=str(r["sql_context"])) for i, r in enumerate(records)]
+                            sql_context=str(r["sql_context"]), index=i) for i, r in enumerate(records)]
     return Benchmark(name=name, questions=qs, schemas=list(schemas.snippets),
                      schema_names=[str(d) for d in schemas.snippet_domains],
                      schema_ids=[schemas.record_to_snippet[offset + i] for i in range(len(records))])
@@ -272,6 +276,31 @@ def _prompt_schemas(benchmark: Benchmark, mode: str, ranked: list[list[int]] | N
     return [[benchmark.schemas[i] for i in row[:k]] for row in ranked]
 
 
+def _replies(generator, prompts: list[list[dict[str, str]]], max_tokens: int) -> list[str | Exception]:
+    """One reply per prompt: batched when the generator batches (a failure fails all), else one call
+    each, where a :class:`GenerationError` scores that question 0 and an unreachable endpoint
+    (:class:`GeneratorUnavailable`) stops the evaluation."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from coderag.generation.llm import OpenAIChatGenerator, complete_many
+
+    if callable(getattr(generator, "complete_batch", None)):
+        return list(complete_many(generator, prompts, max_tokens=max_tokens))
+
+    def one(messages):
+        try:
+            return generator.complete(messages, max_tokens=max_tokens, temperature=0.0)
+        except GeneratorUnavailable:
+            raise
+        except GenerationError as exc:
+            return exc
+
+    if isinstance(generator, OpenAIChatGenerator) and len(prompts) > 1:
+        with ThreadPoolExecutor(max_workers=4) as pool:  # network-bound: a few requests in flight
+            return list(pool.map(one, prompts))
+    return [one(messages) for messages in prompts]
+
+
 def score_prediction(benchmark: Benchmark, index: int, pred: str, *, ex_mode: str = "test-suite",
                      keep_distinct: bool = False, timeout_s: float = 5.0) -> tuple[bool, bool, bool, str, str]:
     """(ex, em, em_semantic, status, reason) of one predicted query for question ``index``."""
@@ -312,7 +341,8 @@ def evaluate_benchmark(benchmark: Benchmark, *, generator=None, encoder_model=No
                        predictions: Sequence[str] | None = None, schemas: str = "retrieved", k: int = 3,
                        ex_mode: str = "test-suite", keep_distinct: bool = False, max_new_tokens: int = 128,
                        timeout_s: float = 5.0, show_progress: bool | None = None,
-                       retrieval: tuple | None = None) -> BenchmarkResult:
+                       retrieval: tuple | None = None,
+                       prompt_schemas: Sequence[Sequence[str]] | None = None) -> BenchmarkResult:
     """Score the system (or given ``predictions``) on every question of ``benchmark``.
 
     Args:
@@ -329,6 +359,7 @@ def evaluate_benchmark(benchmark: Benchmark, *, generator=None, encoder_model=No
         timeout_s: time limit per query run.
         show_progress: progress bars (None: tqdm decides by terminal).
         retrieval: precomputed ``(ranked, scores, metrics)`` to reuse across modes.
+        prompt_schemas: the snippets of each question's prompt, chosen by the caller (overrides ``schemas``).
 
     Returns:
         A :class:`BenchmarkResult` with one :class:`QuestionResult` per question, in order, and the summary.
@@ -339,7 +370,6 @@ def evaluate_benchmark(benchmark: Benchmark, *, generator=None, encoder_model=No
         >>> evaluate_benchmark(bench, predictions=gold, schemas="oracle").summary["ex"] # doctest: +SKIP
         1.0
     """
-    from coderag.generation.llm import complete_many
     from coderag.generation.prompting import build_messages
     from coderag.sql.text import extract_sql
 
@@ -355,7 +385,7 @@ def evaluate_benchmark(benchmark: Benchmark, *, generator=None, encoder_model=No
         ranked, scores, retrieval_summary = retrieval
     elif encoder_model is not None:
         ranked, scores, retrieval_summary = _retrieval(benchmark, encoder_model, k, show_progress)
-    elif schemas == "retrieved" and predictions is None:
+    elif schemas == "retrieved" and predictions is None and prompt_schemas is None:
         raise ConfigError("retrieved schemas need an encoder: pass --encoder or use --schemas oracle|none")
     t_retrieval = time.perf_counter() - started
 
@@ -368,14 +398,11 @@ def evaluate_benchmark(benchmark: Benchmark, *, generator=None, encoder_model=No
     else:
         if generator is None:
             raise ConfigError("scoring generated SQL needs a generator (or --predictions FILE)")
-        prompts = [build_messages(q.question, s) for q, s in
-                   zip(benchmark.questions, _prompt_schemas(benchmark, schemas, ranked, k), strict=True)]
-        try:
-            replies = complete_many(generator, prompts, max_tokens=max_new_tokens)
-        except GeneratorUnavailable:
-            raise
-        except GenerationError as exc:
-            raise GenerationError(f"generation failed on the benchmark: {exc}") from exc
+        chosen = prompt_schemas if prompt_schemas is not None else _prompt_schemas(benchmark, schemas, ranked, k)
+        if len(chosen) != n:
+            raise ConfigError(f"{len(chosen)} schema lists for {n} questions")
+        prompts = [build_messages(q.question, list(s)) for q, s in zip(benchmark.questions, chosen, strict=True)]
+        replies = _replies(generator, prompts, max_new_tokens)
         preds = []
         for i, reply in enumerate(replies):
             if isinstance(reply, Exception):
@@ -383,7 +410,7 @@ def evaluate_benchmark(benchmark: Benchmark, *, generator=None, encoder_model=No
                 preds.append("")
             else:
                 preds.append(extract_sql(reply))
-        mode_label = schemas
+        mode_label = schemas if prompt_schemas is None else "given"
     t_generation = time.perf_counter() - started - t_retrieval
 
     from coderag.evaluation.hardness import hardness

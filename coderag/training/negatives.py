@@ -1,14 +1,22 @@
-"""Hard-negative mining with the base encoder and FAISS (TopK-PercPos).
+"""Hard-negative mining with the base encoder and FAISS (TopK-PercPos), via sentence-transformers.
 
-For each (anchor, positive) pair the corpus is searched with the anchor; of the ``top_k`` nearest
-texts, a candidate is kept only if it scores below ``perc_pos`` times the anchor-positive score (as
-NV-Retriever and CodeR do, so near-duplicates and likely false negatives are skipped) and is neither
-the positive nor a text identical to it after normalization. The hardest ``n_negatives`` survivors
-become columns ``negative_1..n``.
+``sentence_transformers.util.mine_hard_negatives`` does the work: it embeds the anchors and the corpus,
+searches the corpus with each anchor (FAISS), drops the anchor's positive(s) and keeps, of the ``top_k``
+nearest remaining texts, those scoring at most ``perc_pos`` times the anchor-positive score
+(``relative_margin = 1 - perc_pos``, as NV-Retriever and CodeR do, so near-duplicates and likely false
+negatives are skipped), best first. Two thin steps stay here: a survivor identical to the positive after
+:func:`~coderag.training.synthesis_filter.normalize_text` (case, whitespace) is skipped too, and the
+hardest ``n_negatives`` survivors become columns ``negative_1..n`` of the input rows (all input columns
+kept, input order kept).
 
 Rows with fewer than ``n_negatives`` survivors are DROPPED (not padded): a padded copy would be a
 duplicate text in the batch, which ``BatchSamplers.NO_DUPLICATES`` forbids and which teaches nothing.
 The number dropped is in the report.
+
+The library's semantics, which differ from a naive per-row miner in three places: the ``top_k`` window
+counts candidates after the positive(s) are removed; every positive of an anchor that occurs in several
+rows is excluded for all of them (and the margin uses the lowest of their scores); the positives are
+always part of the searched corpus, also when ``corpus_texts`` is given.
 """
 
 from __future__ import annotations
@@ -24,10 +32,34 @@ from coderag.training.synthesis_filter import normalize_text
 log = logging.getLogger(__name__)
 
 
-def _encode(model, texts: list[str], batch_size: int, show_progress: bool) -> np.ndarray:
+def _encode(model, texts: list[str], batch_size: int) -> np.ndarray:
     from coderag.retrieval.encoder import encode
 
-    return encode(model, texts, batch_size=batch_size, show_progress=show_progress)
+    return encode(model, texts, batch_size=batch_size, show_progress=False)
+
+
+def _ranked_candidates(pairs, corpus: list[str], encoder_model, *, top_k: int, perc_pos: float, batch_size: int,
+                       show_progress: bool) -> dict[tuple[str, str], tuple[float, list[str]]]:
+    """(anchor, positive) -> (anchor-positive score, margin survivors among the top_k, best first)."""
+    from sentence_transformers.util import mine_hard_negatives as st_mine_hard_negatives
+
+    ranked = st_mine_hard_negatives(
+        pairs.select_columns(["anchor", "positive"]),
+        encoder_model,
+        anchor_column_name="anchor",
+        positive_column_name="positive",
+        corpus=corpus,
+        range_max=top_k,
+        relative_margin=1.0 - perc_pos,
+        num_negatives=top_k,  # every survivor of the window: the twin filter below may still skip some
+        sampling_strategy="top",
+        output_format="labeled-list",  # keeps rows with fewer survivors; we drop them below, counted
+        output_scores=True,
+        batch_size=batch_size,
+        use_faiss=True,
+        verbose=show_progress,
+    )
+    return {(row["anchor"], row["positive"][0]): (row["scores"][0], row["positive"][1:]) for row in ranked}
 
 
 def mine_hard_negatives_report(
@@ -41,13 +73,33 @@ def mine_hard_negatives_report(
     batch_size: int = 64,
     show_progress: bool = True,
 ) -> tuple[Any, dict[str, Any]]:
-    """Mine negatives for ``pairs`` (a Dataset with anchor/positive) and return (dataset, report).
+    """Mine TopK-PercPos hard negatives for (anchor, positive) pairs.
 
-    ``corpus_texts`` defaults to the unique positives of ``pairs``. The returned dataset holds the
-    input columns plus ``negative_1..n_negatives``, without rows that lacked enough negatives.
+    Args:
+        pairs: a ``datasets.Dataset`` with ``anchor`` and ``positive`` columns (other columns are kept).
+        corpus_texts: candidate negatives; None means the unique positives of ``pairs``. Blank texts and
+            duplicates are dropped; the positives are always searched too.
+        encoder_model: the ``SentenceTransformer`` that embeds anchors and corpus.
+        n_negatives: negatives per row (columns ``negative_1..n_negatives``).
+        top_k: how many nearest non-positive texts per anchor are candidates.
+        perc_pos: a candidate must score at most ``perc_pos`` times the anchor-positive score.
+        batch_size: encoding batch size.
+        show_progress: print the library's mining statistics (its encoding bars always show).
+
+    Returns:
+        ``(dataset, report)``: the input rows that got ``n_negatives`` negatives, in input order, with
+        ``negative_1..n`` added (hardest first); and a dict with ``pairs_in``, ``pairs_out``,
+        ``dropped_lacking_negatives``, ``corpus_size`` (texts searched), ``n_negatives``, ``top_k``,
+        ``perc_pos`` and ``mean_positive_score`` (over all input pairs).
+
+    Raises:
+        ConfigError: on invalid settings, missing columns or a corpus of at most ``n_negatives`` texts.
+
+    Example:
+        >>> mined, report = mine_hard_negatives_report(pairs, None, model, n_negatives=3)  # doctest: +SKIP
+        >>> mined.column_names[-3:], report["pairs_out"] + report["dropped_lacking_negatives"] == len(pairs)
+        (['negative_1', 'negative_2', 'negative_3'], True)
     """
-    import faiss
-
     if n_negatives < 1 or top_k < n_negatives or not 0.0 < perc_pos <= 1.0:
         raise ConfigError(
             f"mining needs n_negatives >= 1, top_k >= n_negatives and 0 < perc_pos <= 1 "
@@ -62,44 +114,28 @@ def mine_hard_negatives_report(
     corpus = list(dict.fromkeys(t for t in corpus_texts if str(t).strip()))
     if len(corpus) <= n_negatives:
         raise ConfigError(f"the corpus holds {len(corpus)} texts: at least {n_negatives + 1} are needed.")
-    corpus_keys = [normalize_text(t) for t in corpus]
 
-    corpus_vecs = _encode(encoder_model, corpus, batch_size, show_progress)
-    anchor_vecs = _encode(encoder_model, anchors, batch_size, show_progress)
-    unique_pos = list(dict.fromkeys(positives))
-    pos_vecs = _encode(encoder_model, unique_pos, batch_size, show_progress)
-    pos_row = {t: i for i, t in enumerate(unique_pos)}
-    pos_scores = np.einsum("ij,ij->i", anchor_vecs, pos_vecs[[pos_row[p] for p in positives]])
+    ranked = _ranked_candidates(pairs, corpus, encoder_model, top_k=top_k, perc_pos=perc_pos,
+                                batch_size=batch_size, show_progress=show_progress) if anchors else {}
 
-    index = faiss.IndexFlatIP(corpus_vecs.shape[1])
-    index.add(np.ascontiguousarray(corpus_vecs, dtype=np.float32))
-    k = min(top_k, len(corpus))
-    scores, ids = index.search(np.ascontiguousarray(anchor_vecs, dtype=np.float32), k)
-
-    negatives: list[list[str]] = []
+    keys: dict[str, str] = {}
     keep_rows: list[int] = []
-    counts = {"positive_or_identical_skipped": 0, "above_perc_pos_skipped": 0}
-    for row, (pos_text, pos_score) in enumerate(zip(positives, pos_scores)):
-        pos_key = normalize_text(pos_text)
-        threshold = perc_pos * float(pos_score)
-        chosen: list[str] = []
-        for score, cid in zip(scores[row], ids[row]):
-            if cid < 0:
-                continue
-            if corpus_keys[cid] == pos_key:
-                counts["positive_or_identical_skipped"] += 1
-                continue
-            if float(score) >= threshold:
-                counts["above_perc_pos_skipped"] += 1
-                continue
-            if corpus[cid] in chosen:
-                continue
-            chosen.append(corpus[cid])  # FAISS returns best first: these are the hardest survivors
-            if len(chosen) == n_negatives:
-                break
+    negatives: list[list[str]] = []
+    for row, key in enumerate(zip(anchors, positives)):
+        _, candidates = ranked.get(key, (0.0, []))
+        pos_key = normalize_text(key[1])
+        chosen = [c for c in candidates if keys.setdefault(c, normalize_text(c)) != pos_key][:n_negatives]
         if len(chosen) == n_negatives:
             keep_rows.append(row)
             negatives.append(chosen)
+
+    # The library scores every pair with at least one survivor; the rest are scored here.
+    unscored = sorted({key for key in zip(anchors, positives) if key not in ranked})
+    if unscored:
+        a = _encode(encoder_model, [k[0] for k in unscored], batch_size)
+        p = _encode(encoder_model, [k[1] for k in unscored], batch_size)
+        ranked.update({k: (float(s), []) for k, s in zip(unscored, np.einsum("ij,ij->i", a, p))})
+    pos_scores = [ranked[key][0] for key in zip(anchors, positives)]
 
     mined = pairs.select(keep_rows)
     for j in range(n_negatives):
@@ -108,12 +144,11 @@ def mine_hard_negatives_report(
         "pairs_in": len(anchors),
         "pairs_out": len(keep_rows),
         "dropped_lacking_negatives": len(anchors) - len(keep_rows),
-        "corpus_size": len(corpus),
+        "corpus_size": len(dict.fromkeys(corpus + positives)),
         "n_negatives": n_negatives,
         "top_k": top_k,
         "perc_pos": perc_pos,
-        **counts,
-        "mean_positive_score": round(float(np.mean(pos_scores)), 4) if len(pos_scores) else 0.0,
+        "mean_positive_score": round(float(np.mean(pos_scores)), 4) if pos_scores else 0.0,
     }
     log.info("hard negatives: %s", report)
     return mined, report
