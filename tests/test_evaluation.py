@@ -9,6 +9,7 @@ import sqlite3
 import pytest
 
 from coderag.errors import GenerationError, GeneratorUnavailable
+from coderag.evaluation.execution_match import execution_match as verdict_on
 from coderag.evaluation.ranking import retrieval_metrics
 from coderag.evaluation.report import format_table
 from coderag.evaluation.sql_metrics import (
@@ -16,7 +17,6 @@ from coderag.evaluation.sql_metrics import (
     exact_match,
     is_ordered,
 )
-from coderag.evaluation.execution_match import execution_match as verdict_on
 from coderag.sql.execution import sqlite_from_context
 
 CONTEXT = ("CREATE TABLE orders (order_id INTEGER, customer TEXT, total REAL);"
