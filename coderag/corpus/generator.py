@@ -23,6 +23,22 @@ def generate_corpus(n_records: int = 2000, n_domains: int = 40, seed: int = 0) -
     """Return ``n_records`` gretel-format records over ``n_domains`` domains, identical for equal seeds.
 
     Every record's ``sql`` runs on SQLite built from its ``sql_context`` and returns at least one row.
+
+    Args:
+        n_records: how many records (at least 1).
+        n_domains: how many builtin domains to draw schemas from (1 to ``len(DOMAINS)``).
+        seed: the generator seed.
+
+    Returns:
+        Record dicts with an ``id`` (from 1) and the gretel columns, in shuffled order.
+
+    Raises:
+        ConfigError: ``n_records`` or ``n_domains`` is out of range.
+
+    Example:
+        >>> records = generate_corpus(n_records=6, n_domains=2)
+        >>> len(records), len({r["domain"] for r in records})
+        (6, 2)
     """
     if n_records < 1:
         raise ConfigError(f"n_records must be at least 1, got {n_records}.")

@@ -29,6 +29,23 @@ def load_corpus(source: str = BUILTIN, *, split: str = "train", limit: int | Non
     ``datasets.load_dataset(source, split=split)``. With ``limit`` below the corpus size, a seeded
     random sample of ``limit`` records is returned (original order kept). Raises :class:`CorpusError`
     when the source cannot be read or lacks gretel columns.
+
+    Args:
+        source: ``"builtin"``, a local file or directory, or a hub dataset name.
+        split: the hub split to read.
+        limit: the most records to return (a positive number); ``None`` for all.
+        seed: seed of the builtin generator and of the sample.
+
+    Returns:
+        Record dicts with the gretel columns; those with an empty ``sql_prompt``, ``sql_context`` or
+        ``sql`` are dropped.
+
+    Raises:
+        CorpusError: a bad ``limit``, a missing or unreadable source, missing columns, or no usable record.
+
+    Example:
+        >>> len(load_corpus("builtin", limit=3))
+        3
     """
     if limit is not None and limit < 1:
         raise CorpusError(f"limit must be a positive number of records, got {limit}.")

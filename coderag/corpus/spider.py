@@ -45,14 +45,38 @@ class SpiderData:
 
 
 def quote_identifier(name: str) -> str:
-    """``name`` as-is when it is a plain, non-reserved identifier, else double-quoted."""
+    """``name`` as-is when it is a plain, non-reserved identifier, else double-quoted.
+
+    Args:
+        name: a table or column name.
+
+    Returns:
+        The identifier, ready to go into SQL.
+
+    Example:
+        >>> quote_identifier("name"), quote_identifier("order"), quote_identifier("Song Name")
+        ('name', '"order"', '"Song Name"')
+    """
     if _PLAIN_IDENTIFIER.match(name) and name.upper() not in _RESERVED:
         return name
     return '"' + name.replace('"', '""') + '"'
 
 
 def render_schema(db: dict) -> str:
-    """CREATE TABLE statements (types, primary keys, foreign keys) for one tables.json entry."""
+    """CREATE TABLE statements (types, primary keys, foreign keys) for one tables.json entry.
+
+    Args:
+        db: one database of Spider's ``tables.json`` (``table_names_original``, ``column_names_original``,
+            ``column_types``, ``primary_keys``, ``foreign_keys``).
+
+    Returns:
+        One ``CREATE TABLE`` statement per table, newline-separated.
+
+    Example:
+        >>> render_schema({"table_names_original": ["singer"], "column_names_original": [[-1, "*"], [0, "id"]],
+        ...                "column_types": ["text", "number"], "primary_keys": [1], "foreign_keys": []})
+        'CREATE TABLE singer (id NUMERIC PRIMARY KEY);'
+    """
     tables = db["table_names_original"]
     columns = db["column_names_original"]  # [table index, name]; entry 0 is (-1, "*")
     types = db["column_types"]
@@ -81,7 +105,19 @@ def render_schema(db: dict) -> str:
 
 
 def sql_complexity(sql: str) -> str:
-    """A gretel-style complexity label for a Spider query, from its surface form."""
+    """A gretel-style complexity label for a Spider query, from its surface form.
+
+    Args:
+        sql: a Spider gold query.
+
+    Returns:
+        One of ``"set operations"``, ``"subqueries"``, ``"multiple_joins"``, ``"single join"``,
+        ``"aggregation"``, ``"basic SQL"``.
+
+    Example:
+        >>> sql_complexity("SELECT count(*) FROM singer")
+        'aggregation'
+    """
     upper = " ".join(sql.upper().split())
     if re.search(r"\b(UNION|INTERSECT|EXCEPT)\b", upper):
         return "set operations"
@@ -108,6 +144,22 @@ def load_spider(root: Path | str, split: str = "dev", *, questions_file: Path | 
     """Read a Spider directory: ``split`` questions as gretel records, SQLite paths and all schemas.
 
     ``questions_file`` (a JSON list with ``db_id``, ``question``, ``query``) replaces the split's own file.
+
+    Args:
+        root: the unpacked Spider release (``tables.json``, ``dev.json``, ``database/``).
+        split: ``"dev"`` or ``"train"``.
+        questions_file: an optional questions file to read instead of the split's.
+
+    Returns:
+        A :class:`SpiderData` with the records, the present ``.sqlite`` paths and every database's schema.
+
+    Raises:
+        CorpusError: an unknown split, a missing or malformed file, or a question naming an unknown database.
+
+    Example:
+        >>> data = load_spider("../shared/datasets/spider", "dev")  # doctest: +SKIP
+        >>> data.records[0]["domain"]  # doctest: +SKIP
+        'concert_singer'
     """
     root = Path(root)
     if split not in SPLIT_FILES:

@@ -75,6 +75,15 @@ def answer_from_schemas(question: str, schemas: list[str], generator, *, sql_con
 
     Returns:
         An :class:`Answer` (``rows`` set when the SQL ran).
+
+    Raises:
+        ValueError: both ``sql_context`` and ``db_path`` are given.
+
+    Example:
+        >>> answer = answer_from_schemas("How many singers?", ["CREATE TABLE singer (id INT);"],
+        ...                              generator, sql_context=context)  # doctest: +SKIP
+        >>> answer.sql, answer.rows  # doctest: +SKIP
+        ('SELECT COUNT(*) FROM singer', [[6]])
     """
     if sql_context is not None and db_path is not None:
         raise ValueError("pass sql_context or db_path, not both")
@@ -122,7 +131,31 @@ def answer_from_schemas(question: str, schemas: list[str], generator, *, sql_con
 def answer_question(question: str, *, index, encoder_model, generator, k: int = 3,
                     min_score: float | None = None, sql_context: str | None = None, db_path: str | None = None,
                     repair: bool = True, max_tokens: int = 128) -> Answer:
-    """Retrieve the top-``k`` schemas for ``question`` and answer it with :func:`answer_from_schemas`."""
+    """Retrieve the top-``k`` schemas for ``question`` and answer it with :func:`answer_from_schemas`.
+
+    Args:
+        question: the user's question (validated with :func:`~coderag.retrieval.search.validate_question`).
+        index: the :class:`~coderag.retrieval.index.SchemaIndex` to retrieve from.
+        encoder_model: the encoder the index was built with.
+        generator: the SQL generator (``complete(messages, max_tokens=, temperature=)``).
+        k: schemas to retrieve.
+        min_score: optional cosine floor for retrieved schemas.
+        sql_context: a context to execute the SQL on (exclusive with ``db_path``).
+        db_path: a SQLite file to execute the SQL on, read-only.
+        repair: ask once for a fix when execution fails.
+        max_tokens: generation budget.
+
+    Returns:
+        An :class:`Answer` whose ``snippets`` are the retrieved schemas.
+
+    Raises:
+        QuestionError: the question is invalid.
+        SchemaIndexError: the encoder does not match the index.
+
+    Example:
+        >>> answer_question("How many singers?", index=index, encoder_model=model, generator=gen).sql  # doctest: +SKIP
+        'SELECT COUNT(*) FROM singer'
+    """
     question = validate_question(question)
     t0 = time.perf_counter()
     hits: list[RetrievedSchema] = retrieve_schemas(index, encoder_model, [question], k=k, min_score=min_score)[0]

@@ -23,7 +23,19 @@ _SECTIONS = ("system", "example_user", "example_assistant", "user", "user_no_sch
 
 @lru_cache(maxsize=1)
 def load_template() -> dict[str, string.Template]:
-    """The template's sections by name, read once from the package data file."""
+    """The template's sections by name, read once from the package data file.
+
+    Returns:
+        ``string.Template`` per section (``system``, ``example_user``, ``example_assistant``, ``user``,
+        ``user_no_schema``).
+
+    Raises:
+        RuntimeError: the packaged template lacks a section.
+
+    Example:
+        >>> sorted(load_template())
+        ['example_assistant', 'example_user', 'system', 'user', 'user_no_schema']
+    """
     text = resources.files("coderag").joinpath(TEMPLATE_FILE).read_text(encoding="utf-8")
     parts = _SECTION.split(text)
     sections = {name: string.Template(body.strip("\n")) for name, body in zip(parts[1::2], parts[2::2], strict=True)}
@@ -38,6 +50,20 @@ def build_messages(question: str, schemas: list[str]) -> list[dict[str, str]]:
 
     ``schemas`` are the retrieved CREATE TABLE snippets, best first; an empty list gives the
     no-retrieval baseline prompt. Raises :class:`QuestionError` for an empty question.
+
+    Args:
+        question: the user's question.
+        schemas: retrieved schema snippets, best first (may be empty).
+
+    Returns:
+        System, demonstration (user + assistant) and user messages as ``{"role", "content"}`` dicts.
+
+    Raises:
+        QuestionError: the question is empty or not a string.
+
+    Example:
+        >>> [m["role"] for m in build_messages("How many singers?", ["CREATE TABLE singer (id INT);"])]
+        ['system', 'user', 'assistant', 'user']
     """
     if not isinstance(question, str) or not question.strip():
         raise QuestionError("the question is empty: ask something about the data in plain words.")

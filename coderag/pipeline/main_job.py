@@ -50,7 +50,20 @@ class MainJobReport:
 
 
 def sample_eval_records(records: list[dict], n: int, seed: int) -> list[dict]:
-    """A deterministic sample of ``n`` records (all of them when ``n`` exceeds the corpus)."""
+    """A deterministic sample of ``n`` records (all of them when ``n`` exceeds the corpus).
+
+    Args:
+        records: the records to sample from.
+        n: sample size.
+        seed: sampling seed.
+
+    Returns:
+        A new list of records.
+
+    Example:
+        >>> sample_eval_records([1, 2, 3], n=5, seed=0)
+        [1, 2, 3]
+    """
     if n >= len(records):
         return list(records)
     return random.Random(seed).sample(records, n)
@@ -58,7 +71,22 @@ def sample_eval_records(records: list[dict], n: int, seed: int) -> list[dict]:
 
 def evaluate_retrieval(index: SchemaIndex, encoder_model, records: list[dict], record_to_snippet: list[int],
                        *, ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
-    """Recall@k, MRR@10 and nDCG@10 of each record's own schema for its question."""
+    """Recall@k, MRR@10 and nDCG@10 of each record's own schema for its question.
+
+    Args:
+        index: the schema index.
+        encoder_model: the encoder the index was built with.
+        records: records whose ``sql_prompt`` is asked.
+        record_to_snippet: index row of each record's own schema.
+        ks: cut-offs for recall.
+
+    Returns:
+        Metric name -> value.
+
+    Example:
+        >>> evaluate_retrieval(index, model, records, corpus.record_to_snippet)["recall@5"]  # doctest: +SKIP
+        0.93
+    """
     return evaluate_index(index, encoder_model, [r["sql_prompt"] for r in records], record_to_snippet, ks=ks)
 
 
@@ -69,6 +97,30 @@ def run_main_job(*, corpus_source: str, n_records: int | None, encoder: str | No
 
     ``generator_factory()`` is called only once the corpus has been read and the index built, so a bad
     corpus fails fast without loading an LLM.
+
+    Args:
+        corpus_source: see :func:`~coderag.corpus.loading.load_corpus`.
+        n_records: corpus size limit (``None``: all).
+        encoder: encoder name or path (``None``: the builtin default).
+        out_dir: output directory.
+        k: schemas retrieved per question.
+        n_eval: questions scored for EX/EM.
+        question: the sample question answered at the end.
+        generator_factory: zero-argument callable returning the SQL generator.
+        seed: corpus and sampling seed.
+        batch_size: encoder batch size.
+        max_new_tokens: generation budget per question.
+
+    Returns:
+        The :class:`MainJobReport` (also written to ``results.json``).
+
+    Raises:
+        CorpusError: the corpus cannot be loaded.
+        EncoderError: the encoder cannot be loaded.
+
+    Example:
+        >>> run_main_job(corpus_source="builtin", n_records=200, encoder=None, out_dir=Path("out"), k=3,
+        ...              n_eval=20, question="How many orders?", generator_factory=make_gen)  # doctest: +SKIP
     """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()

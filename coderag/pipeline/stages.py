@@ -34,14 +34,39 @@ RETRIEVAL_CATEGORIES = ("text2code", "hybrid")
 
 def stage_generator(llm_base_url: str = "", llm_model: str = ""):
     """The generator a stage uses: the endpoint when ``llm_base_url`` is set (its key from
-    ``CODERAG_LLM_API_KEY``, a Kubernetes Secret in the cluster), else the local model."""
+    ``CODERAG_LLM_API_KEY``, a Kubernetes Secret in the cluster), else the local model.
+
+    Args:
+        llm_base_url: an OpenAI-compatible endpoint; ``""`` for the local model.
+        llm_model: the endpoint's model name.
+
+    Returns:
+        A SQL generator.
+
+    Example:
+        >>> generator = stage_generator()  # doctest: +SKIP
+    """
     from coderag.generation.llm import make_generator
 
     return make_generator(CodeRAGSettings(llm_base_url=llm_base_url or None, llm_model=llm_model or None))
 
 
 def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """The records of one JSONL file written by :func:`prepare_corpus`."""
+    """The records of one JSONL file written by :func:`prepare_corpus`.
+
+    Args:
+        path: the JSONL file.
+
+    Returns:
+        One dict per non-empty line.
+
+    Raises:
+        CorpusError: the file does not exist.
+
+    Example:
+        >>> len(read_records("corpus/train.jsonl"))  # doctest: +SKIP
+        1600
+    """
     path = Path(path)
     if not path.is_file():
         raise CorpusError(f"corpus file {path} does not exist: run the synthesize stage first")
@@ -50,14 +75,45 @@ def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 def read_corpus(corpus_dir: str | os.PathLike) -> tuple[list[dict], list[dict]]:
-    """(train records, held-out records) of a corpus dir."""
+    """(train records, held-out records) of a corpus dir.
+
+    Args:
+        corpus_dir: a directory written by :func:`prepare_corpus`.
+
+    Returns:
+        ``(train, held_out)`` record lists.
+
+    Raises:
+        CorpusError: a JSONL file is missing.
+
+    Example:
+        >>> train, held_out = read_corpus("corpus")  # doctest: +SKIP
+    """
     corpus_dir = Path(corpus_dir)
     return read_records(corpus_dir / TRAIN_FILE), read_records(corpus_dir / HELDOUT_FILE)
 
 
 def prepare_corpus(source: str, n_records: int, eval_fraction: float, seed: int,
                    corpus_dir: str | os.PathLike) -> tuple[list[dict], list[dict], dict[str, Any]]:
-    """Load ``source`` (``builtin``: the generated corpus), split it by domain and write the corpus dir."""
+    """Load ``source`` (``builtin``: the generated corpus), split it by domain and write the corpus dir.
+
+    Args:
+        source: see :func:`~coderag.corpus.loading.load_corpus`.
+        n_records: corpus size limit.
+        eval_fraction: share of domains held out.
+        seed: corpus, sample and split seed.
+        corpus_dir: output directory (``train.jsonl``, ``heldout.jsonl``, ``corpus_report.json``).
+
+    Returns:
+        ``(train, held_out, report)``.
+
+    Raises:
+        CorpusError: the corpus cannot be loaded or spans fewer than 2 domains.
+        ConfigError: ``eval_fraction`` is out of range.
+
+    Example:
+        >>> train, held_out, report = prepare_corpus("builtin", 500, 0.2, 0, "out/corpus")  # doctest: +SKIP
+    """
     from coderag.corpus import load_corpus
     from coderag.training.heldout import split_by_domain
 
@@ -83,6 +139,27 @@ def synthesize_stage(*, corpus: str, n_records: int, eval_fraction: float, seed:
 
     Pairs come from the train side only. ``max_train_pairs`` (0: all) bounds fine-tuning cost;
     ``n_negatives`` > 0 mines that many hard negatives per pair with the base encoder.
+
+    Args:
+        corpus, n_records, eval_fraction, seed, corpus_dir: as for :func:`prepare_corpus`.
+        pairs_dir: output pairs dataset directory.
+        backend: ``"offline"`` or ``"llm"`` synthesis.
+        llm_base_url, llm_model: the LLM for ``backend="llm"`` (see :func:`stage_generator`).
+        max_train_pairs: cap on training pairs.
+        n_negatives: hard negatives per pair.
+        show_progress: show progress bars.
+
+    Returns:
+        Report: corpus report, synthesis report, pair count (and negatives report).
+
+    Raises:
+        CorpusError: the corpus cannot be loaded or split.
+        ConfigError: a bad synthesis setting.
+
+    Example:
+        >>> synthesize_stage(corpus="builtin", n_records=500, eval_fraction=0.2, seed=0,
+        ...                  corpus_dir="out/corpus", pairs_dir="out/pairs")["train_pairs"]  # doctest: +SKIP
+        256
     """
     from coderag.training.artifacts import load_pairs, save_dataset, select_pairs
     from coderag.training.synthesis import synthesize_pairs
@@ -113,7 +190,28 @@ def finetune_stage(*, pairs_dir: str | os.PathLike, corpus_dir: str | os.PathLik
                    encoder: str = "", epochs: float = 1.0, batch_size: int = 16, max_steps: int = 0,
                    learning_rate: float = 5e-5, max_eval_queries: int = 200, seed: int = 0,
                    show_progress: bool = False) -> dict[str, Any]:
-    """Fine-tune the bi-encoder on the pairs; held-out domains score it before and after (in the report)."""
+    """Fine-tune the bi-encoder on the pairs; held-out domains score it before and after (in the report).
+
+    Args:
+        pairs_dir: the pairs dataset from :func:`synthesize_stage`.
+        corpus_dir: the corpus dir from :func:`prepare_corpus`.
+        model_dir: where the fine-tuned model is saved.
+        encoder: base encoder (``""``: the builtin default).
+        epochs, batch_size, learning_rate, seed: training settings.
+        max_steps: step cap (0: none).
+        max_eval_queries: cap on held-out evaluation questions (0: all).
+        show_progress: show progress bars.
+
+    Returns:
+        The report of :func:`~coderag.training.finetune.finetune_encoder`.
+
+    Raises:
+        CorpusError: the corpus dir is incomplete.
+        TrainingDataError: the pairs are missing or unusable.
+
+    Example:
+        >>> finetune_stage(pairs_dir="out/pairs", corpus_dir="out/corpus", model_dir="out/model")  # doctest: +SKIP
+    """
     from coderag.training.artifacts import load_pairs
     from coderag.training.finetune import finetune_encoder
 
@@ -126,7 +224,25 @@ def finetune_stage(*, pairs_dir: str | os.PathLike, corpus_dir: str | os.PathLik
 
 def build_index_stage(*, corpus_dir: str | os.PathLike, model_dir: str | os.PathLike,
                       index_dir: str | os.PathLike, batch_size: int = 64) -> dict[str, Any]:
-    """Embed every unique schema of the corpus (train and held-out) with the model and save the index."""
+    """Embed every unique schema of the corpus (train and held-out) with the model and save the index.
+
+    Args:
+        corpus_dir: the corpus dir from :func:`prepare_corpus`.
+        model_dir: the encoder to embed with.
+        index_dir: where the index is saved.
+        batch_size: encoder batch size.
+
+    Returns:
+        ``{"count", "dim", "duplicates_dropped"}``.
+
+    Raises:
+        CorpusError: the corpus dir is incomplete.
+        EncoderError: the model cannot be loaded.
+        SchemaIndexError: the index cannot be written.
+
+    Example:
+        >>> build_index_stage(corpus_dir="out/corpus", model_dir="out/model", index_dir="out/index")  # doctest: +SKIP
+    """
     from coderag.corpus import dedupe_schemas
     from coderag.retrieval.encoder import load_encoder
     from coderag.retrieval.index import SchemaIndex
@@ -155,9 +271,30 @@ def evaluate_stage(*, corpus_dir: str | os.PathLike, model_dir: str | os.PathLik
     ``details_path`` (JSON ``{"metrics", "rows"}``) for the gate's paired comparison; ``report_dir`` gets
     the report (``report.md``, charts, ``per_question.jsonl``) of each benchmark.
 
+    Args:
+        corpus_dir, model_dir, index_dir: outputs of the earlier stages.
+        k: schemas retrieved per question.
+        n_eval: held-out questions scored for EX/EM.
+        max_new_tokens: generation budget per question.
+        llm_base_url, llm_model: the LLM (see :func:`stage_generator`).
+        benchmark_dir, n_benchmark: an optional Spider-layout benchmark and its sample size.
+        max_retrieval_queries: cap on held-out retrieval questions (0: all).
+        seed: sampling seed.
+        details_path, report_dir: optional outputs (see above).
+        show_progress: show progress bars.
+
     Returns:
         Flat metrics: ``recall@*``, ``mrr@10``, ``ndcg@10``, ``ex``, ``em``, ``em_semantic``, ``ex_heldout``,
         ``ex_<benchmark>``, ``recall@5_<benchmark>``, ``n_eval`` and counts.
+
+    Raises:
+        CorpusError: the corpus dir has no held-out records.
+        SchemaIndexError: the index is unreadable or was built with another encoder.
+
+    Example:
+        >>> metrics = evaluate_stage(corpus_dir="corpus", model_dir="model", index_dir="index")  # doctest: +SKIP
+        >>> metrics["ex"]  # doctest: +SKIP
+        0.62
     """
     from coderag.corpus import dedupe_schemas
     from coderag.evaluation.benchmark import evaluate_modes, load_gretel_benchmark, load_spider_benchmark

@@ -71,7 +71,18 @@ _REMOTE = re.compile(r"^(https?|ssh|git|file)://|^[\w.-]+@[\w.-]+:")
 
 
 def serving_uri(artifact_uri: str) -> str:
-    """The storage URI KServe can pull for a pipeline artifact URI (``minio://b/p`` -> ``s3://b/p``)."""
+    """The storage URI KServe can pull for a pipeline artifact URI (``minio://b/p`` -> ``s3://b/p``).
+
+    Args:
+        artifact_uri: a KFP artifact URI.
+
+    Returns:
+        The URI with ``minio://`` mapped to ``s3://``; other URIs unchanged.
+
+    Example:
+        >>> serving_uri("minio://mlpipeline/artifacts/model")
+        's3://mlpipeline/artifacts/model'
+    """
     for prefix, replacement in _ARTIFACT_SCHEMES.items():
         if artifact_uri.startswith(prefix):
             return replacement + artifact_uri[len(prefix):]
@@ -79,16 +90,55 @@ def serving_uri(artifact_uri: str) -> str:
 
 
 def is_git_remote(target: str) -> bool:
-    """Whether ``target`` names a git remote (URL or ``user@host:path``) rather than a local checkout."""
+    """Whether ``target`` names a git remote (URL or ``user@host:path``) rather than a local checkout.
+
+    Args:
+        target: a path or a git remote.
+
+    Returns:
+        True for a remote.
+
+    Example:
+        >>> is_git_remote("git@github.com:org/gitops.git"), is_git_remote("./gitops")
+        (True, False)
+    """
     return bool(_REMOTE.match(target))
 
 
 def release_path(repo_dir: Path, env: str) -> Path:
+    """The ``release.env`` file of overlay ``env`` in the checkout ``repo_dir``.
+
+    Args:
+        repo_dir: the GitOps checkout.
+        env: the environment name.
+
+    Returns:
+        ``<repo_dir>/manifests/overlays/<env>/release.env``.
+
+    Example:
+        >>> release_path(Path("gitops"), "dev").as_posix()
+        'gitops/manifests/overlays/dev/release.env'
+    """
     return Path(repo_dir) / OVERLAYS_DIR / env / RELEASE_FILE
 
 
 def read_release(repo_dir: Path, env: str) -> Release:
-    """The values overlay ``env`` currently deploys (from its ``release.env``)."""
+    """The values overlay ``env`` currently deploys (from its ``release.env``).
+
+    Args:
+        repo_dir: the GitOps checkout.
+        env: one of :data:`ENVIRONMENTS`.
+
+    Returns:
+        The overlay's :class:`Release`.
+
+    Raises:
+        PromotionError: an unknown env, or a missing or malformed ``release.env``.
+
+    Example:
+        >>> read_release(Path("gitops"), "staging").model_uri  # doctest: +SKIP
+        's3://models/coderag/encoder'
+    """
     _check_env(env)
     path = release_path(repo_dir, env)
     if not path.is_file():
@@ -109,14 +159,38 @@ def read_release(repo_dir: Path, env: str) -> Release:
 
 
 def render_release(release: Release) -> str:
-    """``release.env`` text for ``release`` (kustomize's env-file format)."""
+    """``release.env`` text for ``release`` (kustomize's env-file format).
+
+    Args:
+        release: the values to write.
+
+    Returns:
+        The file text: a comment line, then ``MODEL_URI``, ``INDEX_URI`` and ``IMAGE``.
+
+    Example:
+        >>> render_release(Release("s3://b/model", "s3://b/index", "img@sha256:" + "0" * 64)).splitlines()[1]
+        'MODEL_URI=s3://b/model'
+    """
     lines = ["# Written by `coderag promote`; kustomize copies these into the InferenceServices."]
     lines += [f"{k}={v}" for k, v in release.as_env().items()]
     return "\n".join(lines) + "\n"
 
 
 def check_release(release: Release) -> None:
-    """Raise :class:`PromotionError` unless every value is a usable URI / digest-pinned image."""
+    """Raise :class:`PromotionError` unless every value is a usable URI / digest-pinned image.
+
+    Args:
+        release: the values to check.
+
+    Returns:
+        None.
+
+    Raises:
+        PromotionError: a URI without a known storage scheme, or an image not pinned by ``@sha256:``.
+
+    Example:
+        >>> check_release(Release("s3://b/model", "s3://b/index", "ghcr.io/org/coderag@sha256:" + "0" * 64))
+    """
     for name, uri in (("model URI", release.model_uri), ("index URI", release.index_uri)):
         if not uri.startswith(URI_SCHEMES) or any(c.isspace() for c in uri) or len(uri) <= len(uri.split("://")[0]) + 3:
             raise PromotionError(
@@ -158,7 +232,23 @@ def _subcommand(args: tuple[str, ...]) -> str:
 
 
 def build_overlay(repo_dir: Path, env: str, kubectl: str = "kubectl") -> str | None:
-    """``kubectl kustomize`` output of overlay ``env``; ``None`` when kubectl is not installed."""
+    """``kubectl kustomize`` output of overlay ``env``; ``None`` when kubectl is not installed.
+
+    Args:
+        repo_dir: the GitOps checkout.
+        env: the overlay to build.
+        kubectl: the kubectl executable.
+
+    Returns:
+        The rendered manifests, or ``None`` without kubectl.
+
+    Raises:
+        PromotionError: the overlay does not build.
+
+    Example:
+        >>> "InferenceService" in build_overlay(Path("gitops"), "dev")  # doctest: +SKIP
+        True
+    """
     exe = shutil.which(kubectl)
     if exe is None:
         log.warning("kubectl not found: skipping the kustomize build check of overlay %s", env)
@@ -213,6 +303,24 @@ def promote(
     ``kubectl kustomize`` (when installed) and the file restored if the build fails; a promotion of
     the values already there makes no commit; prod accepts only the values staging holds now (its
     image defaults to staging's). The commit message lists the values and ``metrics``.
+
+    Args:
+        repo_dir: a git checkout holding ``manifests/overlays``.
+        env: ``dev``, ``staging`` or ``prod``.
+        model_uri, index_uri: storage URIs of the encoder and the index.
+        metrics: numbers to list in the commit message.
+        image_digest: ``sha256:...`` to pin the serving image to (default: keep the overlay's).
+        settings: branch, git identity and kubectl (default: :class:`~coderag.config.PromotionSettings`).
+
+    Returns:
+        A :class:`PromotionResult` (``committed`` False when nothing changed).
+
+    Raises:
+        PromotionError: bad values, prod values not in staging, a failing overlay build, or a git error.
+
+    Example:
+        >>> promote("gitops", "dev", "s3://models/enc", "s3://models/index").committed  # doctest: +SKIP
+        True
     """
     settings = settings or PromotionSettings()
     repo = Path(repo_dir)
@@ -292,6 +400,19 @@ def promote_to_remote(
     the remote's default branch); an https remote authenticates with ``settings.git_token``. Nothing is
     pushed when the overlay already holds these values; a rejected push (someone promoted meanwhile)
     raises :class:`PromotionError` and can simply be retried.
+
+    Args:
+        remote: the GitOps repository URL (or ``user@host:path``).
+        env, model_uri, index_uri, metrics, image_digest, settings: as for :func:`promote`.
+
+    Returns:
+        The :class:`PromotionResult`, with ``pushed_to`` set when a commit was pushed.
+
+    Raises:
+        PromotionError: the clone, the promotion or the push fails.
+
+    Example:
+        >>> promote_to_remote("https://github.com/org/gitops.git", "dev", model_uri, index_uri)  # doctest: +SKIP
     """
     settings = settings or PromotionSettings()
     auth = _auth_config(remote, settings.git_token.get_secret_value())

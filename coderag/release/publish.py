@@ -49,6 +49,31 @@ def deploy_release(*, model_dir: str | os.PathLike, index_dir: str | os.PathLike
     pulls. At least one of the two must be given.
     ``decision_path`` (the gate's decision JSON) is kept in the record; with ``outcome_path`` the run's
     outcome (status ``deployed``) is written there.
+
+    Args:
+        model_dir: the fine-tuned model directory.
+        index_dir: the index directory.
+        metrics: the candidate's evaluation metrics.
+        deploy_dir: the local release directory.
+        model_uri, index_uri: artifact URIs to record and promote (default: the local paths).
+        promote_repo: a GitOps checkout or remote URL.
+        promote_env: the overlay to promote into.
+        decision_path: the gate's decision JSON.
+        details_path: per-question results, kept beside the release for the next gate.
+        outcome_path: where to write the run's outcome.
+
+    Returns:
+        The release record (id, time, metrics, gate, URIs, paths, promotion result).
+
+    Raises:
+        ConfigError: neither ``deploy_dir`` nor ``promote_repo``, a missing model/index directory, or an
+            unreadable decision file.
+        PromotionError: the GitOps promotion fails.
+
+    Example:
+        >>> deploy_release(model_dir="out/model", index_dir="out/index", metrics={"ex": 0.7},
+        ...                deploy_dir="deployed")["release_id"]  # doctest: +SKIP
+        '20250101T120000000000Z'
     """
     model_dir, index_dir = Path(model_dir), Path(index_dir)
     if not deploy_dir and not promote_repo:
@@ -90,7 +115,21 @@ def deploy_release(*, model_dir: str | os.PathLike, index_dir: str | os.PathLike
 
 
 def read_decision(path: str | os.PathLike) -> dict[str, Any]:
-    """The gate decision JSON written by :func:`coderag.release.gate.decide`."""
+    """The gate decision JSON written by :func:`coderag.release.gate.decide`.
+
+    Args:
+        path: the decision file.
+
+    Returns:
+        The decision as a dict.
+
+    Raises:
+        ConfigError: the file is missing or not valid JSON.
+
+    Example:
+        >>> read_decision("out/decision.json")["reasons"]  # doctest: +SKIP
+        []
+    """
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
@@ -98,7 +137,23 @@ def read_decision(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def record_skipped(*, decision_path: str | os.PathLike, outcome_path: str | os.PathLike) -> dict[str, Any]:
-    """Record that the gate stopped the release: outcome ``skipped`` with the gate's reasons."""
+    """Record that the gate stopped the release: outcome ``skipped`` with the gate's reasons.
+
+    Args:
+        decision_path: the gate's decision JSON.
+        outcome_path: where to write the outcome.
+
+    Returns:
+        The outcome written.
+
+    Raises:
+        ConfigError: the decision file is unreadable.
+
+    Example:
+        >>> outcome = record_skipped(decision_path="decision.json", outcome_path="outcome.json")  # doctest: +SKIP
+        >>> outcome["status"]  # doctest: +SKIP
+        'skipped'
+    """
     decision = read_decision(decision_path)
     reasons = list(decision.get("reasons", []))
     message = "deploy skipped: the candidate failed the quality gate: " + ("; ".join(reasons) or "no reason given")
@@ -107,7 +162,21 @@ def record_skipped(*, decision_path: str | os.PathLike, outcome_path: str | os.P
 
 def write_outcome(path: str | os.PathLike, *, status: str, reasons: list[str] | None = None,
                   **details: Any) -> dict[str, Any]:
-    """Write a run's (or a step's) outcome JSON: ``status``, ``reasons`` and any JSON-able ``details``."""
+    """Write a run's (or a step's) outcome JSON: ``status``, ``reasons`` and any JSON-able ``details``.
+
+    Args:
+        path: the outcome file (written atomically).
+        status: e.g. ``"deployed"`` or ``"skipped"``.
+        reasons: why, one sentence each.
+        **details: more JSON-serialisable fields.
+
+    Returns:
+        The outcome written, with ``recorded_at`` added.
+
+    Example:
+        >>> write_outcome("out/outcome.json", status="skipped", reasons=["ex dropped"])["status"]  # doctest: +SKIP
+        'skipped'
+    """
     outcome = {"status": status, "reasons": list(reasons or []), **details,
                "recorded_at": datetime.now(UTC).isoformat(timespec="seconds")}
     write_json_atomic(Path(path), outcome)

@@ -51,6 +51,20 @@ def resolve_encoder_path(name_or_path: str | None) -> str:
     installed package; an existing directory resolves to its absolute path; a string that is clearly a
     path (starts with ``/``, ``.`` or ``~``) but does not exist raises :class:`EncoderError`; anything
     else is passed through as a hub name.
+
+    Args:
+        name_or_path: ``builtin:NAME``, a model directory, a hub name, or ``None`` for the default.
+
+    Returns:
+        An absolute directory path, or the hub name unchanged.
+
+    Raises:
+        ConfigError: ``name_or_path`` is empty or not a string / path.
+        EncoderError: an unknown builtin alias, a missing directory, or a file instead of a directory.
+
+    Example:
+        >>> resolve_encoder_path("sentence-transformers/all-MiniLM-L6-v2")
+        'sentence-transformers/all-MiniLM-L6-v2'
     """
     name = DEFAULT_ENCODER if name_or_path is None else name_or_path
     if not isinstance(name, (str, os.PathLike)):
@@ -83,6 +97,22 @@ def load_encoder(name_or_path: str | None = None, device: str | None = None) -> 
 
     Raises :class:`EncoderError` with one actionable sentence when the path is missing or the model
     cannot be loaded (e.g. a hub name while offline).
+
+    Args:
+        name_or_path: see :func:`resolve_encoder_path`; ``None`` loads :data:`DEFAULT_ENCODER`.
+        device: a torch device such as ``"cpu"`` or ``"cuda"``; ``None`` lets sentence-transformers choose.
+
+    Returns:
+        The loaded ``SentenceTransformer``; :func:`encoder_name` reports what it was loaded as.
+
+    Raises:
+        ConfigError: ``name_or_path`` is empty or not a string / path.
+        EncoderError: the model cannot be found or loaded.
+
+    Example:
+        >>> model = load_encoder(device="cpu")  # doctest: +SKIP
+        >>> encoder_dim(model)  # doctest: +SKIP
+        384
     """
     target = resolve_encoder_path(name_or_path)
     from sentence_transformers import SentenceTransformer
@@ -114,7 +144,21 @@ def load_encoder(name_or_path: str | None = None, device: str | None = None) -> 
 
 
 def encoder_dim(model: SentenceTransformer) -> int:
-    """The dimension of the sentence embeddings this model produces."""
+    """The dimension of the sentence embeddings this model produces.
+
+    Args:
+        model: a loaded sentence-transformers model.
+
+    Returns:
+        The embedding dimension.
+
+    Raises:
+        EncoderError: the model does not report a dimension (no pooling layer).
+
+    Example:
+        >>> encoder_dim(load_encoder())  # doctest: +SKIP
+        384
+    """
     getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
     dim = getter()
     if dim is None:
@@ -123,7 +167,18 @@ def encoder_dim(model: SentenceTransformer) -> int:
 
 
 def encoder_name(model: SentenceTransformer) -> str:
-    """A portable name for the model: the alias, path or hub name it was loaded as, else what it reports."""
+    """A portable name for the model: the alias, path or hub name it was loaded as, else what it reports.
+
+    Args:
+        model: a sentence-transformers model.
+
+    Returns:
+        The name, or ``"unknown"``.
+
+    Example:
+        >>> encoder_name(load_encoder())  # doctest: +SKIP
+        'builtin:all-MiniLM-L6-v2'
+    """
     name = _LOADED_AS.get(model)
     if name:
         return name
@@ -139,6 +194,16 @@ def encoder_fingerprint(model: SentenceTransformer) -> str:
     """SHA-256 (hex, first 16 chars) over the model's parameters: tells a fine-tuned model from its base.
 
     Computed once per model object (about 0.2 s for MiniLM) and cached.
+
+    Args:
+        model: a sentence-transformers model.
+
+    Returns:
+        16 hex characters.
+
+    Example:
+        >>> len(encoder_fingerprint(load_encoder()))  # doctest: +SKIP
+        16
     """
     cached = _FINGERPRINTS.get(model)
     if cached is not None:
@@ -168,6 +233,22 @@ def encode(
     Rows are L2-normalized (unit length), so inner product equals cosine similarity. A tqdm progress bar
     is shown when ``show_progress`` is true; ``None`` leaves it to sentence-transformers (shown when
     logging is at INFO or more verbose, i.e. ``coderag -v``).
+
+    Args:
+        model: a loaded sentence-transformers model.
+        texts: the strings to embed (a list, not a single string).
+        batch_size: texts per forward pass (a positive integer).
+        show_progress: show a progress bar; ``None`` follows the log level.
+
+    Returns:
+        A float32 array of unit rows; shape (0, dim) for no texts.
+
+    Raises:
+        ConfigError: ``texts`` is a single string or holds a non-string, or ``batch_size`` is not positive.
+
+    Example:
+        >>> encode(load_encoder(), ["CREATE TABLE singer (id INT);"]).shape  # doctest: +SKIP
+        (1, 384)
     """
     if isinstance(texts, str):
         raise ConfigError("encode expects a list of texts, not a single string: wrap it in a list")

@@ -91,10 +91,12 @@ class SchemaIndex:
 
     @property
     def dim(self) -> int:
+        """The embedding dimension of the index."""
         return int(self.faiss_index.d)
 
     @property
     def count(self) -> int:
+        """The number of indexed snippets."""
         return int(self.faiss_index.ntotal)
 
     def __len__(self) -> int:
@@ -109,7 +111,27 @@ class SchemaIndex:
         encoder_name: str = "unknown",
         encoder_fingerprint: str | None = None,
     ) -> SchemaIndex:
-        """Index precomputed embeddings (row i for snippet i); rows are L2-normalized here if they were not."""
+        """Index precomputed embeddings (row i for snippet i); rows are L2-normalized here if they were not.
+
+        Args:
+            vectors: array of shape (len(snippets), dim), finite values.
+            snippets: the schema texts, non-empty strings.
+            domains: one domain per snippet (default: ``""`` each).
+            encoder_name: the name recorded in the manifest.
+            encoder_fingerprint: the encoder's :func:`~coderag.retrieval.encoder.encoder_fingerprint`, if known.
+
+        Returns:
+            A new :class:`SchemaIndex`.
+
+        Raises:
+            ConfigError: shapes or lengths disagree, a snippet is empty, or a vector holds NaN / inf.
+            SchemaIndexError: ``snippets`` is empty.
+
+        Example:
+            >>> index = SchemaIndex.from_vectors(np.eye(2), ["CREATE TABLE a (x INT);", "CREATE TABLE b (y INT);"])
+            >>> len(index), index.dim
+            (2, 2)
+        """
         snippets, domains = _check_texts(snippets, domains)
         vectors = np.asarray(vectors)
         if vectors.ndim != 2 or vectors.shape[0] != len(snippets) or vectors.shape[1] < 1:
@@ -133,7 +155,27 @@ class SchemaIndex:
         batch_size: int = 64,
         show_progress: bool | None = False,
     ) -> SchemaIndex:
-        """Embed ``snippets`` with ``encoder_model`` and index them; ``encoder_name`` defaults to what the model was loaded as."""
+        """Embed ``snippets`` with ``encoder_model`` and index them; ``encoder_name`` defaults to what the model
+        was loaded as.
+
+        Args:
+            encoder_model: the sentence-transformers model that embeds the snippets (and later the questions).
+            snippets: the schema texts, non-empty strings.
+            domains: one domain per snippet (default: ``""`` each).
+            encoder_name: the name recorded in the manifest.
+            batch_size: texts per encoder batch.
+            show_progress: show a progress bar; ``None`` follows the log level.
+
+        Returns:
+            A new :class:`SchemaIndex`.
+
+        Raises:
+            ConfigError: a snippet is empty or ``domains`` has the wrong length.
+            SchemaIndexError: ``snippets`` is empty.
+
+        Example:
+            >>> index = SchemaIndex.build(load_encoder(), ["CREATE TABLE singer (id INT);"])  # doctest: +SKIP
+        """
         snippets, domains = _check_texts(snippets, domains)
         vectors = encode(encoder_model, snippets, batch_size=batch_size, show_progress=show_progress)
         flat = faiss.IndexFlatIP(vectors.shape[1])
@@ -145,6 +187,22 @@ class SchemaIndex:
         """Top-``k`` cosine scores and snippet ids per query row; ``k`` is clipped to the index size.
 
         Returns ``(scores, ids)``, both of shape (n_queries, min(k, count)), best first.
+
+        Args:
+            query_vectors: unit query embeddings, shape (n_queries, dim) or (dim,).
+            k: how many snippets per query (a positive integer).
+
+        Returns:
+            ``(scores, ids)`` as numpy arrays.
+
+        Raises:
+            ConfigError: ``k`` is not a positive integer.
+            SchemaIndexError: the query dimension differs from the index's.
+
+        Example:
+            >>> index = SchemaIndex.from_vectors(np.eye(2), ["CREATE TABLE a (x INT);", "CREATE TABLE b (y INT);"])
+            >>> index.search(np.array([[0.0, 1.0]]), k=1)[1].tolist()
+            [[1]]
         """
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ConfigError(f"k must be a positive integer, got {k!r}")
@@ -168,6 +226,19 @@ class SchemaIndex:
 
         A dimension mismatch always raises; different weights (fingerprint) raise only when ``strict``,
         otherwise they are logged as a warning, because results would be silently worse.
+
+        Args:
+            encoder_model: the model that will embed the questions.
+            strict: also raise when the encoder's weights differ from the ones that built the index.
+
+        Returns:
+            None.
+
+        Raises:
+            SchemaIndexError: the dimensions differ, or (``strict``) the fingerprints differ.
+
+        Example:
+            >>> SchemaIndex.load("index").check_compatible(load_encoder(), strict=True)  # doctest: +SKIP
         """
         dim = encoder_dim(encoder_model)
         if dim != self.dim:
@@ -185,6 +256,19 @@ class SchemaIndex:
             log.warning("%s; retrieval quality may suffer", message)
 
     def manifest(self, files: dict[str, str] | None = None) -> dict[str, Any]:
+        """The ``manifest.json`` content describing this index.
+
+        Args:
+            files: SHA-256 per index file name (filled in by :meth:`save`).
+
+        Returns:
+            A JSON-serialisable dict: format version, encoder, fingerprint, dim, count, metric, files, creation time.
+
+        Example:
+            >>> index = SchemaIndex.from_vectors(np.eye(2), ["CREATE TABLE a (x INT);", "CREATE TABLE b (y INT);"])
+            >>> index.manifest()["count"]
+            2
+        """
         return {
             "format_version": FORMAT_VERSION,
             "encoder": self.encoder_name,
@@ -203,6 +287,19 @@ class SchemaIndex:
         Files go to a sibling temporary directory (manifest last) that then replaces ``directory``; on
         any failure the temporary directory is removed and an existing index is left as it was. A
         non-empty ``directory`` that is not an index is never overwritten.
+
+        Args:
+            directory: the index directory to create or replace.
+
+        Returns:
+            The absolute path of the written directory.
+
+        Raises:
+            SchemaIndexError: ``directory`` is a file, holds foreign files, or cannot be written.
+
+        Example:
+            >>> index.save("out/index")  # doctest: +SKIP
+            PosixPath('/abs/out/index')
         """
         target = Path(directory).expanduser().absolute()
         if target.exists() and not target.is_dir():
@@ -239,6 +336,20 @@ class SchemaIndex:
 
         Raises :class:`SchemaIndexError` when the directory or a file is missing, a checksum or the
         count disagrees with the manifest, a file is corrupt, or the dim differs from ``expected_dim``.
+
+        Args:
+            directory: an index directory written by :meth:`save`.
+            expected_dim: the encoder's dimension, checked against the manifest when given.
+            verify_checksums: compare each file's SHA-256 with the manifest.
+
+        Returns:
+            The loaded :class:`SchemaIndex`.
+
+        Raises:
+            SchemaIndexError: see above; the message says how to rebuild.
+
+        Example:
+            >>> index = SchemaIndex.load("out/index", expected_dim=384)  # doctest: +SKIP
         """
         root = Path(directory).expanduser()
         if not root.is_dir():

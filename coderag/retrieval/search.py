@@ -37,6 +37,20 @@ def validate_question(question: Any, max_chars: int = MAX_QUESTION_CHARS) -> str
 
     Refuses non-strings, empty or whitespace-only questions, questions longer than ``max_chars``, and
     text a tokenizer cannot take (NUL characters, lone surrogates).
+
+    Args:
+        question: the user's question (any value; only non-empty text passes).
+        max_chars: the longest accepted question, after stripping.
+
+    Returns:
+        The stripped question.
+
+    Raises:
+        QuestionError: the question is not text, empty, too long, or not valid Unicode.
+
+    Example:
+        >>> validate_question("  How many singers are there?  ")
+        'How many singers are there?'
     """
     if not isinstance(question, str):
         raise QuestionError(f"question must be text, got {type(question).__name__}: pass the question as a string")
@@ -86,6 +100,26 @@ def retrieve_schemas(
     shorter than ``k`` or empty. Raises :class:`QuestionError` for a bad question, :class:`ConfigError`
     for a bad ``k``/``min_score`` and :class:`~coderag.errors.SchemaIndexError` when the encoder's
     dimension does not match the index.
+
+    Args:
+        index: the schema index to search.
+        encoder_model: the encoder the index was built with.
+        questions: a list of questions (not a single string).
+        k: snippets per question.
+        min_score: optional cosine floor in [-1, 1].
+
+    Returns:
+        One list of :class:`RetrievedSchema` per question.
+
+    Raises:
+        QuestionError: a question is invalid, or ``questions`` is a single string.
+        ConfigError: ``k`` or ``min_score`` is invalid.
+        SchemaIndexError: the encoder's dimension does not match the index.
+
+    Example:
+        >>> hits = retrieve_schemas(index, load_encoder(), ["How many singers?"], k=3)  # doctest: +SKIP
+        >>> hits[0][0].text  # doctest: +SKIP
+        'CREATE TABLE singer (...);'
     """
     if isinstance(questions, str):
         raise QuestionError("questions must be a list of strings, not one string: wrap the question in a list")
@@ -113,6 +147,12 @@ def hits_from_search(index: SchemaIndex, scores, ids, min_score: float | None = 
 
     Returns:
         One list of hits per query.
+
+    Example:
+        >>> import numpy as np
+        >>> index = SchemaIndex.from_vectors(np.eye(2), ["CREATE TABLE a (x);", "CREATE TABLE b (y);"], ["d1", "d2"])
+        >>> [(h.rank, h.domain) for h in hits_from_search(index, np.array([[0.9, 0.1]]), np.array([[1, -1]]))[0]]
+        [(1, 'd2')]
     """
     results: list[list[RetrievedSchema]] = []
     for row_scores, row_ids in zip(scores.tolist(), ids.tolist(), strict=True):

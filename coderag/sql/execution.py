@@ -65,6 +65,21 @@ def sqlite_from_context(sql_context: str, *, timeout_s: float = 10.0) -> sqlite3
     The context is often untrusted (a request's body), so it stays inside that in-memory database: no
     ATTACH, no ``VACUUM INTO`` a file (attached databases are limited to 0), no forbidden functions.
     Raises :class:`SqlContextError` naming SQLite's complaint when the context is empty or broken.
+
+    Args:
+        sql_context: CREATE TABLE (and INSERT) statements.
+        timeout_s: time limit for building the database, in seconds.
+
+    Returns:
+        An open ``sqlite3.Connection`` (the caller closes it).
+
+    Raises:
+        SqlContextError: the context is empty, fails on SQLite, runs past ``timeout_s`` or tries ATTACH.
+
+    Example:
+        >>> conn = sqlite_from_context("CREATE TABLE t (a INT); INSERT INTO t VALUES (1), (2);")
+        >>> run_query(conn, "SELECT count(*) FROM t")
+        [(2,)]
     """
     if not isinstance(sql_context, str) or not sql_context.strip():
         raise SqlContextError("the sql_context is empty: it must hold CREATE TABLE (and INSERT) statements.")
@@ -93,7 +108,20 @@ def sqlite_from_context(sql_context: str, *, timeout_s: float = 10.0) -> sqlite3
 
 
 def open_sqlite_readonly(path: str | Path) -> sqlite3.Connection:
-    """Open an existing SQLite file read-only (URI ``mode=ro``); :class:`SqlContextError` if absent."""
+    """Open an existing SQLite file read-only (URI ``mode=ro``); :class:`SqlContextError` if absent.
+
+    Args:
+        path: the ``.sqlite`` file.
+
+    Returns:
+        A read-only ``sqlite3.Connection`` (the caller closes it).
+
+    Raises:
+        SqlContextError: the file does not exist or cannot be opened.
+
+    Example:
+        >>> conn = open_sqlite_readonly("database/concert_singer/concert_singer.sqlite")  # doctest: +SKIP
+    """
     path = Path(path)
     if not path.is_file():
         raise SqlContextError(f"SQLite database {path} does not exist: check the dataset's database folder.")
@@ -112,6 +140,26 @@ def run_query(conn: sqlite3.Connection, sql: str, timeout_s: float = 5.0, max_ro
     :class:`QueryTimeout` past the limit and :class:`SqlExecutionError` on an SQLite error, a denied
     action, or more than ``max_rows`` rows. ``read_only=False`` is for trusted SQL only (e.g. gold DML
     checked on a throw-away database).
+
+    Args:
+        conn: an open SQLite connection.
+        sql: one SQL statement.
+        timeout_s: time limit in seconds (must be positive).
+        max_rows: the most rows accepted.
+        read_only: deny every action but reads.
+
+    Returns:
+        The result rows as tuples.
+
+    Raises:
+        QueryTimeout: the query ran past ``timeout_s``.
+        SqlExecutionError: SQLite failed, the authorizer denied an action, or too many rows came back.
+        ValueError: ``timeout_s`` is not positive.
+
+    Example:
+        >>> conn = sqlite_from_context("CREATE TABLE t (a INT); INSERT INTO t VALUES (1), (2);")
+        >>> run_query(conn, "SELECT a FROM t ORDER BY a")
+        [(1,), (2,)]
     """
     if timeout_s <= 0:
         raise ValueError("timeout_s must be positive")

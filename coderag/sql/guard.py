@@ -76,7 +76,20 @@ def _describe(node: exp.Expression) -> str:
 
 
 def sql_guard(sql: str) -> GuardVerdict:
-    """Allow ``sql`` only when it is exactly one read-only query; otherwise refuse with the reason."""
+    """Allow ``sql`` only when it is exactly one read-only query; otherwise refuse with the reason.
+
+    Args:
+        sql: the SQL text to check (typically from :func:`coderag.sql.text.extract_sql`).
+
+    Returns:
+        A :class:`GuardVerdict`; unparseable or empty SQL is refused, never raised.
+
+    Example:
+        >>> sql_guard("SELECT name FROM singer").allowed
+        True
+        >>> sql_guard("DROP TABLE singer").reason
+        'refused: DROP is not a read-only query; only SELECT / WITH ... SELECT may run.'
+    """
     if not sql or not sql.strip():
         return GuardVerdict(False, "refused: there is no SQL to run.", "")
     try:

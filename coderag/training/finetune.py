@@ -26,7 +26,18 @@ log = logging.getLogger(__name__)
 
 
 def training_columns(dataset) -> list[str]:
-    """The columns the loss consumes, in order: anchor, positive, negative_1..n."""
+    """The columns the loss consumes, in order: anchor, positive, negative_1..n.
+
+    Args:
+        dataset: a ``datasets`` Dataset of pairs (optionally with ``negative_<i>`` columns).
+
+    Returns:
+        Column names, negatives in numeric order.
+
+    Example:
+        >>> training_columns(pairs)  # doctest: +SKIP
+        ['anchor', 'positive', 'negative_1', 'negative_2']
+    """
     negatives = sorted((c for c in dataset.column_names if c.startswith("negative_")),
                        key=lambda c: int(c.split("_")[1]))
     return ["anchor", "positive", *negatives]
@@ -41,7 +52,20 @@ def _pick_device(device: str | None) -> str:
 
 
 def make_loss(model, *, scale: float = 20.0, cached: bool = False, mini_batch_size: int = 32):
-    """MNRL, or its cached (GradCache) variant whose memory does not grow with the batch size."""
+    """MNRL, or its cached (GradCache) variant whose memory does not grow with the batch size.
+
+    Args:
+        model: the sentence-transformers model being trained.
+        scale: the similarity scale (inverse temperature).
+        cached: use ``CachedMultipleNegativesRankingLoss``.
+        mini_batch_size: GradCache mini-batch size (only with ``cached``).
+
+    Returns:
+        A sentence-transformers loss module.
+
+    Example:
+        >>> loss = make_loss(load_encoder(), cached=True)  # doctest: +SKIP
+    """
     from sentence_transformers import losses
 
     if cached:
@@ -58,7 +82,22 @@ def _features(model, texts: list[str]) -> dict[str, Any]:
 
 
 def probe_loss(model, dataset, *, scale: float = 20.0, batch_size: int = 32, max_batches: int = 4) -> float:
-    """Mean MNRL loss over the first ``max_batches`` batches, without updating the model."""
+    """Mean MNRL loss over the first ``max_batches`` batches, without updating the model.
+
+    Args:
+        model: the sentence-transformers model.
+        dataset: pairs with the :func:`training_columns`.
+        scale: the similarity scale.
+        batch_size: pairs per batch.
+        max_batches: how many batches to average.
+
+    Returns:
+        The mean loss (0.0 when no batch of at least 2 pairs fits).
+
+    Example:
+        >>> probe_loss(load_encoder(), pairs)  # doctest: +SKIP
+        0.4213
+    """
     import torch
     from sentence_transformers import losses
 
@@ -96,7 +135,29 @@ def train_encoder(
     seed: int = 0,
     show_progress: bool = True,
 ) -> dict[str, Any]:
-    """Train ``model`` in place on ``train_dataset``; return steps, samples/s and the logged losses."""
+    """Train ``model`` in place on ``train_dataset``; return steps, samples/s and the logged losses.
+
+    Args:
+        model: the sentence-transformers model (trained in place).
+        train_dataset: pairs with ``anchor``, ``positive`` and optional ``negative_<i>`` columns.
+        epochs: training epochs (ignored when ``max_steps`` is set).
+        batch_size: pairs per batch (also the number of in-batch negatives).
+        learning_rate: peak learning rate.
+        scale: MNRL similarity scale.
+        cached: use GradCache (``CachedMultipleNegativesRankingLoss``) with ``mini_batch_size``.
+        mini_batch_size: GradCache mini-batch size.
+        max_steps: stop after this many steps.
+        warmup_ratio: share of planned steps used for warm-up.
+        seed: training seed.
+        show_progress: show the trainer's progress bar.
+
+    Returns:
+        A dict: planned and run steps, samples, seconds, samples/s, train loss, logged losses, precision.
+
+    Example:
+        >>> train_encoder(model, pairs, max_steps=10)["steps"]  # doctest: +SKIP
+        10
+    """
     import torch
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.training_args import BatchSamplers
@@ -248,6 +309,33 @@ def finetune_encoder(
     saw (e.g. Spider dev questions against all Spider schemas); each is scored before and after
     training too, under ``report["outside"][name]``, so a gain on the held-out split can be told apart
     from a gain that carries to real schemas.
+
+    Args:
+        train_pairs: a ``datasets`` Dataset with ``anchor`` and ``positive`` (and optional negatives).
+        eval_records: held-out gretel records scored before and after.
+        output_dir: where the fine-tuned model is saved.
+        corpus_records: records whose schemas join the evaluation corpus (typically the train side).
+        base_model: the encoder to start from (see :func:`~coderag.retrieval.encoder.load_encoder`).
+        epochs, batch_size, learning_rate, scale, cached, mini_batch_size, max_steps, warmup_ratio, seed:
+            training settings (see :func:`train_encoder`).
+        max_seq_length, train_max_seq_length: input lengths (see above).
+        max_eval_queries: cap on evaluation questions.
+        outside_evals: extra evaluations (see above).
+        device: torch device; default CUDA when available.
+        show_progress: show progress bars.
+
+    Returns:
+        The training report (also saved as ``training_report.json`` in ``output_dir``).
+
+    Raises:
+        TrainingDataError: pairs lack anchor/positive columns or number fewer than 2.
+        ConfigError: a hyperparameter is out of range.
+        EncoderError: ``base_model`` cannot be loaded.
+
+    Example:
+        >>> report = finetune_encoder(pairs, held_out, "out/model", corpus_records=train)  # doctest: +SKIP
+        >>> report["after"]["recall@1"] > report["before"]["recall@1"]  # doctest: +SKIP
+        True
     """
     from coderag.retrieval.encoder import load_encoder
 

@@ -70,7 +70,18 @@ class _Item:
 
 
 def load_prompt_template(category: str) -> string.Template:
-    """The prompt template for ``category`` (a data file shipped in the package)."""
+    """The prompt template for ``category`` (a data file shipped in the package).
+
+    Args:
+        category: one of :data:`TASK_CATEGORIES`.
+
+    Returns:
+        A ``string.Template`` to fill with the record's fields.
+
+    Example:
+        >>> sorted(load_prompt_template("code2text").get_identifiers())
+        ['schema', 'sql']
+    """
     text = resources.files("coderag").joinpath(f"templates/synthesis/{category}.txt").read_text()
     return string.Template(text)
 
@@ -258,7 +269,18 @@ def _candidates(record: dict, index: int, schema: str, category: str, text: str)
 
 
 def shard_path_for(output_dir: str | os.PathLike) -> Path:
-    """Where the LLM backend keeps finished replies of an unfinished run for ``output_dir``."""
+    """Where the LLM backend keeps finished replies of an unfinished run for ``output_dir``.
+
+    Args:
+        output_dir: the pairs dataset directory.
+
+    Returns:
+        A hidden JSONL file beside ``output_dir``.
+
+    Example:
+        >>> shard_path_for("out/pairs").name
+        '.pairs.synth-shard.jsonl'
+    """
     output_dir = Path(output_dir)
     return output_dir.with_name(f".{output_dir.name}.synth-shard.jsonl")
 
@@ -289,6 +311,29 @@ def synthesize_pairs(
     are already in the shard; the shard is removed once the dataset is published.
 
     Returns a report: counts per category and task, drops per filter reason, generation counts.
+
+    Args:
+        records: gretel-format records (``id``, ``domain``, ``sql_prompt``, ``sql_context``, ``sql``).
+        output_dir: where the pairs dataset is saved.
+        backend: ``"offline"`` (procedural text) or ``"llm"``.
+        generator: the LLM for ``backend="llm"``.
+        categories: task categories to synthesize (subset of :data:`TASK_CATEGORIES`).
+        max_pairs: cap on kept pairs (a seeded sample); ``None`` keeps all.
+        seed: seed for record order, offline text and sampling.
+        concurrency, resume, timeout_s, max_tokens: LLM backend settings (see above).
+        sql_timeout_s: time limit for each SQL check of the filter.
+        show_progress: show progress bars.
+
+    Returns:
+        The synthesis report (also saved as ``synthesis_report.json``).
+
+    Raises:
+        ConfigError: an unknown backend or category, or a bad ``concurrency``/``timeout_s``/``max_pairs``.
+        CorpusError: no records, or records missing gretel columns.
+
+    Example:
+        >>> synthesize_pairs(load_corpus("builtin", limit=50), "out/pairs")["kept"]  # doctest: +SKIP
+        180
     """
     from datasets import Dataset
 
