@@ -97,7 +97,7 @@ def mine_hard_negatives_report(
 
     Example:
         >>> mined, report = mine_hard_negatives_report(pairs, None, model, n_negatives=3)  # doctest: +SKIP
-        >>> mined.column_names[-3:], report["pairs_out"] + report["dropped_lacking_negatives"] == len(pairs)
+        >>> mined.column_names[-3:], report["pairs_out"] + report["dropped_lacking_negatives"] == len(pairs)  # doctest: +SKIP
         (['negative_1', 'negative_2', 'negative_3'], True)
     """
     if n_negatives < 1 or top_k < n_negatives or not 0.0 < perc_pos <= 1.0:
