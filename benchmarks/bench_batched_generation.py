@@ -1,11 +1,13 @@
 """Batched vs one-at-a-time local generation: seconds and questions/s for text-to-SQL prompts.
 
 Takes N builtin-corpus questions, each with its own schema (``schema_only`` of its context) as the one
-snippet, times ``complete`` one question at a time on the first few, then ``complete_batch`` on all N
-at each batch size asked, and prints the speed-up measured in this run. It also checks that the batch
-gives the same SQL as the one-at-a-time calls on the questions both saw.
+snippet, times ``complete`` one question at a time on the first few, then ``generate_batch`` (what
+``complete_batch`` runs) on all N at each batch size asked, and prints the speed-up measured in this
+run. It also checks that the batch gives the same SQL as the one-at-a-time calls on the questions both saw.
 
-    python benchmarks/bench_batched_generation.py --questions 100 --single 8 --batch-sizes 8 16 32
+    python benchmarks/bench_batched_generation.py --questions 100 --single 8 --batch-sizes 8 16 32 64
+
+On a busy CPU add ``--threads 1`` (two OpenMP threads spin against other processes' work).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from coderag.corpus import load_corpus  # noqa: E402 - the offline switches must come first
 from coderag.corpus.schemas import schema_only  # noqa: E402
-from coderag.generation.llm import LocalTransformersGenerator  # noqa: E402
+from coderag.generation.llm import DEFAULT_BATCH_SIZE, LocalTransformersGenerator  # noqa: E402
 from coderag.generation.prompting import build_messages  # noqa: E402
 from coderag.sql.text import extract_sql  # noqa: E402
 
@@ -28,7 +30,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--questions", type=int, default=100, help="questions decoded in batches (N)")
     parser.add_argument("--single", type=int, default=8, help="questions decoded one at a time")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[DEFAULT_BATCH_SIZE])
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--no-prefix-sharing", action="store_true", help="encode every prompt in full")

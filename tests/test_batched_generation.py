@@ -9,9 +9,12 @@ import pytest
 
 from coderag.errors import GenerationError
 from coderag.generation.llm import (
+    MAX_GROUP_REST,
     Completion,
+    _batch_order,
     _ClosingFence,
     _cut_after_closing_fence,
+    _shared_layout,
     _shared_prefix_length,
     complete_many,
 )
@@ -20,7 +23,8 @@ from coderag.sql.text import extract_sql
 
 PATIENTS = "CREATE TABLE patients (patient_id INTEGER, name TEXT, age INTEGER, ward TEXT);"
 ORDERS = "CREATE TABLE orders (order_id INTEGER, customer TEXT, total REAL, city TEXT);"
-# Different schemas and question lengths, so the batch pads, sorts and shares only the template prefix.
+# Different schemas and question lengths, so a batch pads and sorts; the first and third share their
+# schema too, so they are grouped and encode it once.
 CONVERSATIONS = [
     build_messages("How many patients are there?", [PATIENTS]),
     build_messages("What is the total of all orders placed by customers who live in the city of Oslo?", [ORDERS]),
@@ -60,6 +64,18 @@ def test_complete_batch_is_independent_of_batch_size_order_and_prefix_sharing(lo
     local_llm.share_prompt_prefix = False
     try:
         assert local_llm.complete_batch(CONVERSATIONS, max_tokens=MAX_TOKENS, batch_size=5) == expected
+    finally:
+        local_llm.share_prompt_prefix = True
+
+
+def test_a_model_that_cannot_prefill_a_cache_falls_back_to_whole_prompts(local_llm, batched, monkeypatch):
+    def unsupported(layout):
+        raise TypeError("forward() got an unexpected keyword argument 'logits_to_keep'")
+
+    monkeypatch.setattr(local_llm, "_prefill", unsupported)
+    try:
+        assert local_llm.complete_batch(CONVERSATIONS[:3], max_tokens=MAX_TOKENS) == [c.text for c in batched[:3]]
+        assert local_llm.share_prompt_prefix is False
     finally:
         local_llm.share_prompt_prefix = True
 
@@ -113,6 +129,30 @@ def test_shared_prefix_leaves_every_row_a_token():
     assert _shared_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2
     assert _shared_prefix_length([[7], [7]]) == 0
     assert _shared_prefix_length([[1, 2], [3, 4]]) == 0
+
+
+def test_shared_layout_groups_rows_that_share_more_than_the_common_prefix():
+    common, schema_a, schema_b = list(range(100, 120)), list(range(200, 240)), list(range(300, 330))
+    prompts = [common + schema_a + [1, 2], common + schema_a + [3], common + schema_b + [4, 5], common + [6]]
+    layout = _shared_layout(prompts)
+    assert layout.common == common
+    assert layout.row_group == [0, 0, 1, 2]
+    assert layout.group_spans == [schema_a, schema_b + [4], []]  # a lone row caches all but its last token
+    assert layout.row_shared == [60, 60, 51, 20]
+    ids, mask = layout.cached_columns(pad_id=0)
+    assert ids.shape == mask.shape == (4, 60)
+    assert ids[2].tolist() == common + [0] * 9 + schema_b + [4] and mask[2].tolist() == [1] * 20 + [0] * 9 + [1] * 31
+    # a row that would keep too many tokens of its own stays alone
+    long_rest = common + schema_a + list(range(MAX_GROUP_REST + 1))
+    assert _shared_layout([prompts[0], long_rest]).row_group == [0, 1]
+
+
+def test_batch_order_puts_shared_prefixes_together_longest_first():
+    common, schema_a, schema_b = list(range(100, 120)), list(range(200, 240)), list(range(300, 380))
+    prompts = [common + schema_a + [1], common + schema_b + [2], common + [3], common + schema_a + [4, 4],
+               common + schema_b + [5, 5, 5]]
+    assert _batch_order(prompts) == [1, 4, 0, 3, 2]
+    assert _batch_order([[1]]) == [0]
 
 
 def test_closing_fence_is_judged_per_row(local_llm):
