@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from kfp.dsl import Artifact, Dataset, Metrics, Model
+from kfp.dsl import HTML, Artifact, Dataset, Markdown, Metrics, Model
 from tooling import needs_tool
 
 import components
@@ -34,7 +34,8 @@ def stages(tmp_path_factory):
     root = tmp_path_factory.mktemp("components")
     a = {name: _artifact(kind, root, name) for name, kind in (
         ("corpus_split", Dataset), ("pairs", Dataset), ("model", Model), ("training_metrics", Metrics),
-        ("index", Artifact), ("metrics", Metrics), ("details", Artifact))}
+        ("index", Artifact), ("metrics", Metrics), ("details", Artifact), ("report", Markdown),
+        ("report_html", HTML))}
     components.synthesize.python_func(
         **TINY, synth_backend="offline", llm_base_url="", llm_model="", max_train_pairs=32, n_negatives=1,
         corpus_split=a["corpus_split"], pairs=a["pairs"])
@@ -44,7 +45,8 @@ def stages(tmp_path_factory):
     components.build_index.python_func(corpus_split=a["corpus_split"], model=a["model"], index=a["index"])
     components.evaluate.python_func(
         corpus_split=a["corpus_split"], model=a["model"], index=a["index"], k=2, n_eval=2, max_new_tokens=24,
-        llm_base_url="", llm_model="", seed=0, metrics=a["metrics"], details=a["details"])
+        llm_base_url="", llm_model="", benchmark_dir="", n_benchmark=2, seed=0, metrics=a["metrics"],
+        details=a["details"], report=a["report"], report_html=a["report_html"])
     torch.set_num_threads(threads)
     return root, a
 
@@ -93,17 +95,22 @@ def test_evaluate_logs_retrieval_and_sql_metrics(stages):
     assert logged["n_eval"] == 2
     details = json.loads(Path(a["details"].path).read_text())
     assert len(details["rows"]) == 2
+    assert {"key", "ex", "hit@5", "hardness", "status"} <= set(details["rows"][0])
+    assert details["rows"][0]["key"].startswith("heldout:")
+    assert "# CodeRAG evaluation: heldout" in Path(a["report"].path).read_text()
+    page = Path(a["report_html"].path).read_text()
+    assert page.startswith("<!doctype html>") and "data:image/png;base64," in page
 
 
 def test_gate_component_passes_and_fails_on_floors(stages, tmp_path):
     _, a = stages
     passing = components.gate.python_func(
-        metrics=a["metrics"], min_recall_at_5=0.0, min_execution_accuracy=0.0, max_regression=0.0,
+        metrics=a["metrics"], details=a["details"], min_recall_at_5=0.0, min_execution_accuracy=0.0, max_regression=0.0,
         current_metrics="", decision=_artifact(Artifact, tmp_path, "ok"))
     assert passing.passed is True and json.loads(passing.reasons) == []
     decision = _artifact(Artifact, tmp_path, "impossible")
     failing = components.gate.python_func(
-        metrics=a["metrics"], min_recall_at_5=1.5, min_execution_accuracy=0.0, max_regression=0.0,
+        metrics=a["metrics"], details=a["details"], min_recall_at_5=1.5, min_execution_accuracy=0.0, max_regression=0.0,
         current_metrics="", decision=decision)
     assert failing.passed is False
     assert "floor 1.5000" in json.loads(failing.reasons)[0]
@@ -113,20 +120,23 @@ def test_gate_component_passes_and_fails_on_floors(stages, tmp_path):
 def test_deploy_publishes_release_and_skip_records_reasons(stages, tmp_path):
     _, a = stages
     decision = _artifact(Artifact, tmp_path, "decision")
-    components.gate.python_func(metrics=a["metrics"], min_recall_at_5=0.0, min_execution_accuracy=0.0,
+    components.gate.python_func(metrics=a["metrics"], details=a["details"], min_recall_at_5=0.0, min_execution_accuracy=0.0,
                                 max_regression=0.0, current_metrics="", decision=decision)
     deploy_dir = tmp_path / "deployed"
     outcome = _artifact(Artifact, tmp_path, "outcome")
-    components.deploy.python_func(model=a["model"], index=a["index"], metrics=a["metrics"], decision=decision,
+    components.deploy.python_func(model=a["model"], index=a["index"], metrics=a["metrics"], details=a["details"], decision=decision,
                                   deploy_dir=str(deploy_dir), promote_repo="", promote_env="dev", outcome=outcome)
     current = json.loads((deploy_dir / "current.json").read_text())
     assert current["metrics"]["recall@5"] == a["metrics"].metadata["recall@5"]
+    # The per-question results travel with the release: the next gate pairs with them.
+    assert json.loads(Path(current["per_question"]).read_text())["rows"] == json.loads(
+        Path(a["details"].path).read_text())["rows"]
     assert SchemaIndex.load(current["index_dir"]).count == a["index"].metadata["count"]
     assert (Path(current["model_dir"]) / "config.json").is_file()
     assert json.loads(Path(outcome.path).read_text())["status"] == "deployed"
 
     failed = _artifact(Artifact, tmp_path, "failed-decision")
-    components.gate.python_func(metrics=a["metrics"], min_recall_at_5=2.0, min_execution_accuracy=0.0,
+    components.gate.python_func(metrics=a["metrics"], details=a["details"], min_recall_at_5=2.0, min_execution_accuracy=0.0,
                                 max_regression=0.0, current_metrics="", decision=failed)
     skipped = _artifact(Artifact, tmp_path, "skipped")
     components.skip_deploy.python_func(decision=failed, outcome=skipped)
@@ -140,7 +150,7 @@ def test_deploy_without_a_target_is_refused(stages, tmp_path):
     decision_path = Path(decision.path)
     decision_path.write_text(json.dumps({"passed": True, "reasons": []}))
     with pytest.raises(ConfigError, match="deploy_dir"):
-        components.deploy.python_func(model=a["model"], index=a["index"], metrics=a["metrics"], decision=decision,
+        components.deploy.python_func(model=a["model"], index=a["index"], metrics=a["metrics"], details=a["details"], decision=decision,
                                       deploy_dir="", promote_repo="", promote_env="dev",
                                       outcome=_artifact(Artifact, tmp_path, "outcome"))
 
