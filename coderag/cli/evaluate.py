@@ -63,9 +63,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
         write_benchmark_report(results, args.out)
     if args.json:
-        summary = dict(next(iter(results.values())).summary)
-        summary["modes"] = {mode: r.summary for mode, r in results.items()}
-        print(json.dumps(summary, indent=2))
+        from coderag.evaluation.report import combined_summary
+
+        print(json.dumps(combined_summary(results), indent=2))
     else:
         _print_summary(results)
         if args.out is not None:

@@ -63,6 +63,7 @@ class Benchmark:
     schema_ids: list[int]
     db_paths: dict[str, Path] = field(default_factory=dict)
     connect_fn: Callable[[BenchmarkQuestion], sqlite3.Connection] | None = None
+    _file_schemas: dict[str, dict | None] = field(default_factory=dict, repr=False)
 
     def connect(self, question: BenchmarkQuestion) -> sqlite3.Connection | Path:
         """The database of ``question``: its SQLite file (Spider) or an in-memory build of its context."""
@@ -84,7 +85,9 @@ class Benchmark:
         try:
             if question.sql_context is not None:
                 return schema_from_sql_context(question.sql_context)
-            return schema_from_sqlite(self.db_paths[question.db_id])
+            if question.db_id not in self._file_schemas:  # one PRAGMA read per database, not per question
+                self._file_schemas[question.db_id] = schema_from_sqlite(self.db_paths[question.db_id])
+            return self._file_schemas[question.db_id]
         except Exception:  # noqa: BLE001 - semantic EM falls back to normalised EM without a schema
             return None
 

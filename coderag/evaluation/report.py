@@ -116,6 +116,13 @@ def render_benchmark_markdown(results: Mapping[str, Any], charts: Mapping[str, s
     return "\n".join(lines) + "\n"
 
 
+def combined_summary(results: Mapping[str, Any]) -> dict[str, Any]:
+    """The first schemas mode's summary plus ``modes``: every mode's summary (``summary.json``, ``--json``)."""
+    summary = dict(next(iter(results.values())).summary)
+    summary["modes"] = {mode: r.summary for mode, r in results.items()}
+    return summary
+
+
 def write_benchmark_report(results: Mapping[str, Any], out_dir: str | Path) -> dict[str, Path]:
     """Write ``per_question.jsonl``, ``summary.json``, ``report.md`` and the PNG charts into ``out_dir``.
 
@@ -148,9 +155,8 @@ def write_benchmark_report(results: Mapping[str, Any], out_dir: str | Path) -> d
                     obj["by_schemas"] = {m: {key: getattr(results[m].rows[i], key)
                                              for key in ("pred", "ex", "em", "em_semantic", "status")} for m in modes}
                 fh.write(json.dumps(obj, ensure_ascii=False) + "\n")
-        summary = dict(primary.summary)
-        summary["modes"] = {m: r.summary for m, r in results.items()}
-        (staging / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        (staging / "summary.json").write_text(json.dumps(combined_summary(results), indent=2) + "\n",
+                                              encoding="utf-8")
         charts = write_charts(results, staging)
         (staging / "report.md").write_text(render_benchmark_markdown(results, charts), encoding="utf-8")
     names = {"per_question": "per_question.jsonl", "summary": "summary.json", "report": "report.md"}
