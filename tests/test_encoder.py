@@ -71,8 +71,22 @@ def test_default_encoder_identity(encoder_model):
     assert encoder_dim(encoder_model) == 384
     assert encoder_name(encoder_model) == DEFAULT_ENCODER
     fingerprint = encoder_fingerprint(encoder_model)
-    assert len(fingerprint) == 16 and int(fingerprint, 16) >= 0
+    assert len(fingerprint) == 16 and set(fingerprint) <= set("0123456789abcdef")
     assert encoder_fingerprint(encoder_model) == fingerprint
+
+
+def test_fingerprint_follows_the_weights_not_the_names(encoder_model):
+    """Same weights, same fingerprint; one weight nudged (as by fine-tuning), another fingerprint."""
+    import copy
+
+    import torch
+
+    twin = copy.deepcopy(encoder_model)
+    assert twin is not encoder_model and encoder_fingerprint(twin) == encoder_fingerprint(encoder_model)
+    tuned = copy.deepcopy(encoder_model)
+    with torch.no_grad():
+        next(tuned.parameters()).view(-1)[0] += 1e-3
+    assert encoder_fingerprint(tuned) != encoder_fingerprint(encoder_model)
 
 
 def test_encode_returns_unit_float32_rows(encoder_model):

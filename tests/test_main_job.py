@@ -18,18 +18,65 @@ def tiny_run(tmp_path_factory, encoder_model, local_llm):
     return code, out
 
 
-def test_main_job_writes_index_and_results(tiny_run, capsys):
+def _brute_force_retrieval(index_dir, encoder_model) -> dict[str, float]:
+    """The tiny run's retrieval metrics from scratch: numpy dot products over the same corpus."""
+    import numpy as np
+
+    from coderag.corpus import dedupe_schemas, load_corpus
+
+    records = load_corpus("builtin", limit=150, seed=0)
+    corpus = dedupe_schemas(records)
+    docs = encoder_model.encode(corpus.snippets, normalize_embeddings=True)
+    queries = encoder_model.encode([r["sql_prompt"] for r in records], normalize_embeddings=True)
+    gold = np.array(corpus.record_to_snippet)
+    scores = queries @ docs.T
+    ranks = (scores > scores[np.arange(len(gold)), gold][:, None]).sum(1) + 1
+    return {"recall@1": float(np.mean(ranks <= 1)), "recall@5": float(np.mean(ranks <= 5)),
+            "recall@10": float(np.mean(ranks <= 10)), "mrr@10": float(np.mean(np.where(ranks <= 10, 1 / ranks, 0)))}
+
+
+class GoldGenerator:
+    """Answers every prompt with the gold SQL of the question it carries (or a wrong constant)."""
+
+    def __init__(self, gold: dict[str, str], wrong: bool = False):
+        self.gold, self.wrong = gold, wrong
+
+    def complete(self, messages, *, max_tokens=128, temperature=0.0):
+        prompt = messages[-1]["content"]
+        sql = "SELECT 42 AS wrong" if self.wrong else next(
+            (sql for q, sql in self.gold.items() if q in prompt), "SELECT 42 AS wrong")
+        return f"```sql\n{sql}\n```"
+
+
+@pytest.mark.parametrize(("wrong", "expected_ex"), [(False, 1.0), (True, 0.0)])
+def test_main_job_scores_ex_of_what_the_generator_wrote(tmp_path, encoder_model, wrong, expected_ex):
+    """EX is the main job's own scoring of the generator's SQL: gold SQL scores 1.0, a wrong constant 0.0."""
+    from coderag.corpus import load_corpus
+    from coderag.pipeline.main_job import run_main_job
+
+    gold = {r["sql_prompt"]: r["sql"] for r in load_corpus("builtin", limit=60, seed=0)}
+    report = run_main_job(corpus_source="builtin", n_records=60, encoder=None, out_dir=tmp_path, k=3, n_eval=4,
+                          question="How many patients are there?",
+                          generator_factory=lambda: GoldGenerator(gold, wrong))
+    assert report.generation["n"] == 4 and report.generation["ex"] == expected_ex
+    assert report.baseline["ex"] == expected_ex  # the no-retrieval baseline runs on each question's own database
+    assert json.loads((tmp_path / "results.json").read_text())["generation"]["ex"] == expected_ex
+
+
+def test_main_job_writes_index_and_results(tiny_run, capsys, encoder_model):
     code, out = tiny_run
     assert code == 0
     results = json.loads((out / "results.json").read_text())
     assert results["corpus"]["records"] == 150
     assert results["corpus"]["unique_schemas"] + results["corpus"]["duplicates_dropped"] == 150
-    for key in ("recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10"):
-        assert 0.0 <= results["retrieval"][key] <= 1.0
+    expected = _brute_force_retrieval(out / "index", encoder_model)
+    for key in ("recall@1", "recall@5", "recall@10", "mrr@10"):
+        assert results["retrieval"][key] == pytest.approx(expected[key], abs=1e-3), key
     # The builtin questions name their domain's entities: the real encoder must find most own schemas.
     assert results["retrieval"]["recall@10"] > 0.5
     assert results["generation"]["n"] == 2 and results["baseline_no_retrieval"]["n"] == 2
-    assert 0.0 <= results["generation"]["ex"] <= 1.0
+    generation = results["generation"]
+    assert generation["ex"] * 2 == int(generation["ex"] * 2)  # 0, 1 or 2 correct of 2
     assert results["sample"]["question"] == "How many patients are there?"
     assert len(results["sample"]["snippets"]) == 3
     assert (out / "index" / "manifest.json").is_file()
@@ -61,8 +108,10 @@ def test_empty_question_is_one_clear_line(tiny_run, capsys):
 
 
 def test_missing_index_is_one_clear_line(tmp_path, capsys):
-    assert main(["ask", "How many rows?", "--index", str(tmp_path / "nope")]) == 2
-    assert "index" in _one_error_line(capsys).lower()
+    missing = tmp_path / "nope"
+    assert main(["ask", "How many rows?", "--index", str(missing)]) == 2
+    assert _one_error_line(capsys) == (f"coderag: error: index directory {missing} does not exist: "
+                                       f"build one with `coderag index build --out {missing}`")
 
 
 def test_corrupt_index_is_one_clear_line(tiny_run, tmp_path, capsys):
@@ -73,7 +122,8 @@ def test_corrupt_index_is_one_clear_line(tiny_run, tmp_path, capsys):
     shutil.copytree(out / "index", broken)
     (broken / "sql_rag_faiss_index.bin").write_bytes(b"not a faiss index")
     assert main(["ask", "How many rows?", "--index", str(broken)]) == 2
-    assert "index" in _one_error_line(capsys).lower()
+    line = _one_error_line(capsys)
+    assert "sql_rag_faiss_index.bin" in line and "checksum" in line and "coderag index build" in line, line
 
 
 def test_corpus_with_missing_columns_fails_before_writing(tmp_path, capsys):
@@ -88,4 +138,5 @@ def test_corpus_with_missing_columns_fails_before_writing(tmp_path, capsys):
 
 def test_bad_setting_is_one_clear_line(tmp_path, capsys):
     assert main(["run", "-k", "0", "--out-dir", str(tmp_path / "o")]) == 2
-    assert "k" in _one_error_line(capsys)
+    assert _one_error_line(capsys) == ("coderag: error: invalid setting k: Input should be greater than or equal "
+                                       "to 1 (flag --k or CODERAG_K)")
