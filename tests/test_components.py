@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from expected import brute_force_retrieval, same_rows_on_context
 from kfp.dsl import HTML, Artifact, Dataset, Markdown, Metrics, Model
 from tooling import needs_tool
 
@@ -113,7 +114,7 @@ def test_evaluate_logs_retrieval_and_sql_metrics(stages):
     _, held_out = read_corpus(a["corpus_split"].path)
     for row in rows:
         record = next(r for r in held_out if str(r["id"]) == row["id"])
-        naive = _same_rows_on_context(record["sql_context"], row["gold"], row["pred"])
+        naive = same_rows_on_context(record["sql_context"], row["gold"], row["pred"])
         # Test-suite EX is stricter than one database: a match there never fails here, a miss here never matches.
         assert not row["ex"] or naive, row
         assert (row["status"] == "ok") == row["ex"], row
@@ -126,43 +127,16 @@ def test_evaluate_logs_retrieval_and_sql_metrics(stages):
 
 def _brute_force_retrieval(a) -> dict[str, float]:
     """Recall@1/5/10 and MRR@10 of every held-out question's own schema, from scratch with numpy."""
-    import numpy as np
     from sentence_transformers import SentenceTransformer
 
     from coderag.corpus.schemas import normalize_schema, schema_only
 
     index = SchemaIndex.load(a["index"].path)
     _, held_out = read_corpus(a["corpus_split"].path)
-    model = SentenceTransformer(a["model"].path, device="cpu")
-    docs = model.encode(index.snippets, normalize_embeddings=True)
-    queries = model.encode([r["sql_prompt"] for r in held_out], normalize_embeddings=True)
     position = {normalize_schema(s): i for i, s in enumerate(index.snippets)}
-    gold = np.array([position[normalize_schema(schema_only(r["sql_context"]))] for r in held_out])
-    scores = queries @ docs.T
-    ranks = (scores > scores[np.arange(len(gold)), gold][:, None]).sum(1) + 1
-    return {"recall@1": float(np.mean(ranks <= 1)), "recall@5": float(np.mean(ranks <= 5)),
-            "recall@10": float(np.mean(ranks <= 10)), "mrr@10": float(np.mean(np.where(ranks <= 10, 1 / ranks, 0)))}
-
-
-def _same_rows_on_context(context: str, gold: str, pred: str | None) -> bool:
-    """Whether ``pred`` gives the same rows as ``gold`` (as multisets) on the record's own SQLite database."""
-    import sqlite3
-    from collections import Counter
-
-    if not pred:
-        return False
-    conn = sqlite3.connect(":memory:")
-    try:
-        conn.executescript(context)
-        expected = Counter(map(repr, conn.execute(gold).fetchall()))
-        try:
-            got = Counter(map(repr, conn.execute(pred).fetchall()))
-        except sqlite3.Error:
-            return False
-        return got == expected
-    finally:
-        conn.close()
-
+    gold = [position[normalize_schema(schema_only(r["sql_context"]))] for r in held_out]
+    return brute_force_retrieval(SentenceTransformer(a["model"].path, device="cpu"), index.snippets,
+                                 [r["sql_prompt"] for r in held_out], gold)
 
 def test_gate_component_passes_and_fails_on_floors(stages, tmp_path):
     _, a = stages

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from expected import brute_force_retrieval
 
 from coderag.cli import main
 
@@ -20,19 +21,12 @@ def tiny_run(tmp_path_factory, encoder_model, local_llm):
 
 def _brute_force_retrieval(index_dir, encoder_model) -> dict[str, float]:
     """The tiny run's retrieval metrics from scratch: numpy dot products over the same corpus."""
-    import numpy as np
-
     from coderag.corpus import dedupe_schemas, load_corpus
 
     records = load_corpus("builtin", limit=150, seed=0)
     corpus = dedupe_schemas(records)
-    docs = encoder_model.encode(corpus.snippets, normalize_embeddings=True)
-    queries = encoder_model.encode([r["sql_prompt"] for r in records], normalize_embeddings=True)
-    gold = np.array(corpus.record_to_snippet)
-    scores = queries @ docs.T
-    ranks = (scores > scores[np.arange(len(gold)), gold][:, None]).sum(1) + 1
-    return {"recall@1": float(np.mean(ranks <= 1)), "recall@5": float(np.mean(ranks <= 5)),
-            "recall@10": float(np.mean(ranks <= 10)), "mrr@10": float(np.mean(np.where(ranks <= 10, 1 / ranks, 0)))}
+    return brute_force_retrieval(encoder_model, corpus.snippets, [r["sql_prompt"] for r in records],
+                                 corpus.record_to_snippet)
 
 
 class GoldGenerator:

@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from expected import brute_force_retrieval
 
 from coderag.cli import main as cli_main
 from coderag.config import PIPELINE_PARAMETERS, PipelineSettings
 from coderag.errors import ConfigError
+from coderag.retrieval.index import SchemaIndex
 from components import IMAGE
 from pipelines.coderag_pipeline import LLM_SECRET_NAME, coderag_pipeline
 from pipelines.run import DEFAULT_PACKAGE, PipelineSubmitError, compile_pipeline, run_local, submit
@@ -138,6 +140,21 @@ def test_submit_and_run_validate_their_input(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+def _expected_recall_at_5(run_dir: Path) -> float:
+    """Recall@5 of the held-out questions, recomputed from the run's own artifacts with numpy."""
+    from sentence_transformers import SentenceTransformer
+
+    from coderag.corpus.schemas import normalize_schema, schema_only
+    from coderag.pipeline.stages import read_corpus
+
+    index = SchemaIndex.load(run_dir / "build-index" / "index")
+    _, held_out = read_corpus(run_dir / "synthesize" / "corpus_split")
+    position = {normalize_schema(s): i for i, s in enumerate(index.snippets)}
+    gold = [position[normalize_schema(schema_only(r["sql_context"]))] for r in held_out]
+    model = SentenceTransformer(str(run_dir / "finetune" / "model"), device="cpu")
+    return brute_force_retrieval(model, index.snippets, [r["sql_prompt"] for r in held_out], gold)["recall@5"]
+
+
 @pytest.fixture()
 def one_thread_per_step(monkeypatch):
     """Each step is its own process; one torch thread each avoids oversubscribing a small, shared CPU."""
@@ -151,7 +168,9 @@ def test_local_run_with_impossible_threshold_skips_deploy(tmp_path):
     assert result.status == "skipped"
     assert result.reasons and "recall@5" in result.reasons[0] and "floor 1.0100" in result.reasons[0]
     assert result.run_status["status"] == "SUCCEEDED"
-    assert 0.0 <= result.metrics["recall@5"] <= 1.0 and result.metrics["n_eval"] == 2
+    assert result.metrics["n_eval"] == 2
+    run_dir = next((tmp_path / "run" / "artifacts").iterdir())
+    assert result.metrics["recall@5"] == pytest.approx(_expected_recall_at_5(run_dir), abs=1e-3)
     assert not (tmp_path / "deployed").exists()
     outcome = json.loads((tmp_path / "run" / "outcome.json").read_text())
     assert outcome["status"] == "skipped" and outcome["reasons"] == result.reasons
@@ -172,15 +191,26 @@ def test_local_run_with_failing_step_stops_before_deploy(tmp_path):
     assert "no-such-corpus" in (tmp_path / "run" / "pipeline.log").read_text()
 
 
-@pytest.mark.slow
-def test_cli_local_run_deploys_then_gates_against_the_deployed_release(tmp_path, capsys):
-    """README's main command on a small config: deploy, print the table, answer; a rerun compares."""
-    flags = ["--n-records", "400", "--max-steps", "4", "--n-eval-questions", "3", "--max-new-tokens", "48",
-             "--min-recall-at-5", "0.3"]
-    assert cli_main(["pipeline", "run", "--local", "--workdir", str(tmp_path / "first"), *flags]) == 0
-    out = capsys.readouterr().out
-    assert "recall@5" in out and "Outcome: DEPLOYED" in out and "Question:" in out and "SQL (" in out
+@pytest.mark.usefixtures("one_thread_per_step")
+def test_local_run_deploys_then_gates_the_next_run_against_the_release(tmp_path):
+    """Gate passes -> the release is deployed; the next run is compared with it question by question."""
+    first = run_local({**TINY, "min_recall_at_5": 0.0, "min_execution_accuracy": 0.0}, tmp_path / "first")
+    assert (first.status, first.reasons, first.run_status["status"]) == ("deployed", [], "SUCCEEDED")
     current = json.loads((tmp_path / "deployed" / "current.json").read_text())
-    assert Path(current["index_dir"]).is_dir()
-    assert cli_main(["pipeline", "run", "--local", "--workdir", str(tmp_path / "second"), "--no-sample", *flags]) == 0
-    assert "deployed" in json.loads((tmp_path / "second" / "outcome.json").read_text())["gate"]["checks"][1]
+    assert current["metrics"]["recall@5"] == first.metrics["recall@5"]
+    assert current["metrics"]["ex"] == first.metrics["ex"]
+    run_dir = next((tmp_path / "first" / "artifacts").iterdir())
+    built = SchemaIndex.load(run_dir / "build-index" / "index")
+    released = SchemaIndex.load(current["index_dir"])
+    assert (released.count, released.snippets) == (built.count, built.snippets)
+    released_rows = json.loads(Path(current["per_question"]).read_text())["rows"]
+    assert len(released_rows) == first.metrics["n_eval"] == 2
+    outcome = json.loads((tmp_path / "first" / "outcome.json").read_text())
+    assert outcome["status"] == "deployed"
+
+    second = run_local({**TINY, "min_recall_at_5": 0.0, "min_execution_accuracy": 0.0}, tmp_path / "second")
+    checks = json.loads((tmp_path / "second" / "outcome.json").read_text())["gate"]["checks"]
+    # Same seed and config: the same questions, so each metric is paired with the deployed release's.
+    paired = [c for c in checks if "deployed" in c]
+    assert paired, checks
+    assert second.status == "deployed"

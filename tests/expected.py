@@ -1,0 +1,44 @@
+"""Expected values computed independently of the code under test (numpy, sqlite3), for exact assertions."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+
+import numpy as np
+
+
+def brute_force_retrieval(model, snippets: list[str], questions: list[str], gold: list[int]) -> dict[str, float]:
+    """Recall@1/5/10 and MRR@10 of each question's gold snippet, by numpy dot products of normalized embeddings.
+
+    Args:
+        model: a sentence-transformers model (its own ``encode``, not CodeRAG's).
+        snippets: the indexed texts, in index order.
+        questions: the queries.
+        gold: per question, the position of its relevant snippet.
+    """
+    docs = model.encode(snippets, normalize_embeddings=True)
+    queries = model.encode(questions, normalize_embeddings=True)
+    gold_ids = np.asarray(gold)
+    scores = queries @ docs.T
+    ranks = (scores > scores[np.arange(len(gold_ids)), gold_ids][:, None]).sum(1) + 1
+    return {"recall@1": float(np.mean(ranks <= 1)), "recall@5": float(np.mean(ranks <= 5)),
+            "recall@10": float(np.mean(ranks <= 10)),
+            "mrr@10": float(np.mean(np.where(ranks <= 10, 1.0 / ranks, 0.0)))}
+
+
+def same_rows_on_context(context: str, gold: str, pred: str | None) -> bool:
+    """Whether ``pred`` returns the same rows as ``gold`` (as multisets) on the SQLite database ``context`` builds."""
+    if not pred:
+        return False
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.executescript(context)
+        expected = Counter(map(repr, conn.execute(gold).fetchall()))
+        try:
+            got = Counter(map(repr, conn.execute(pred).fetchall()))
+        except sqlite3.Error:
+            return False
+        return got == expected
+    finally:
+        conn.close()
