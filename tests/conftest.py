@@ -36,9 +36,9 @@ def local_llm():
 
 @pytest.fixture(scope="session")
 def spider_dir() -> Path:
-    if not (SPIDER_DIR / "tables.json").is_file():
-        pytest.skip("../shared/datasets/spider is not present")
-    return SPIDER_DIR
+    from tooling import require_shared
+
+    return require_shared("datasets/spider", "tables.json")
 
 
 def _training_records() -> list[dict]:

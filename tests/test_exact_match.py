@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-from pathlib import Path
 
 import pytest
 from sqlglot.errors import OptimizeError
+from tooling import require_shared
 
 from coderag.evaluation.exact_match import (
     canonical_sql,
@@ -119,11 +118,7 @@ def test_canonical_sql_names_aliases_by_position():
 
 
 def test_every_spider_dev_gold_canonicalises_with_its_database_schema():
-    spider = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "spider"
-    if not (spider / "dev.json").is_file():
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"{spider} is missing under CI")
-        pytest.skip("../shared/datasets/spider is not present")
+    spider = require_shared("datasets/spider", "dev.json")
     questions = [q for q in json.loads((spider / "dev.json").read_text(encoding="utf-8"))
                  if q["db_id"] in ("concert_singer", "world_1")]
     schemas = {db_id: schema_from_sqlite(spider / "database" / db_id / f"{db_id}.sqlite")

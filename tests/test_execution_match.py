@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import sqlite3
 import time
 from pathlib import Path
 
 import pytest
+from tooling import require_shared
 
 from coderag.errors import CodeRAGError, ConfigError
 from coderag.evaluation.execution_match import (
@@ -71,11 +71,7 @@ def db_path(tmp_path: Path) -> Path:
 
 def _spider_dir() -> Path:
     """Spider's folder; skipped when absent locally, a failure under CI (which always has shared/)."""
-    if not (SPIDER_DIR / "dev.json").is_file():
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"{SPIDER_DIR} is missing under CI")
-        pytest.skip("../shared/datasets/spider is not present")
-    return SPIDER_DIR
+    return require_shared("datasets/spider", "dev.json")
 
 
 @pytest.mark.parametrize(("what", "pred", "gold", "expected"), CASES, ids=[c[0] for c in CASES])

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from tooling import require_shared
 
 from coderag.evaluation.hardness import LEVELS, UNKNOWN, HardnessCounts, hardness, hardness_counts, level_from_counts
 
@@ -89,10 +89,7 @@ def test_sql_that_is_not_one_query_is_unknown(sql):
 
 
 def test_spider_dev_levels_match_the_official_distribution():
-    if not (SPIDER_DIR / "dev.json").is_file():
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"{SPIDER_DIR} is missing under CI")
-        pytest.skip("../shared/datasets/spider is not present")
+    require_shared("datasets/spider", "dev.json")
     dev = json.loads((SPIDER_DIR / "dev.json").read_text(encoding="utf-8"))
     assert len(dev) == sum(OFFICIAL_DEV_LEVELS.values())
     assert Counter(hardness(q["query"]) for q in dev) == OFFICIAL_DEV_LEVELS

@@ -1,4 +1,4 @@
-"""Markers for tests that need an outside program.
+"""Markers for tests that need an outside program or the ../shared data.
 
 On a developer's machine a missing program skips the test. Under CI (``CI`` set) it never does:
 ``.ci/run`` installs every one of these (scripts/install-system.sh, the dev extra), so a missing
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -18,3 +19,23 @@ def needs_tool(program: str, install_hint: str) -> pytest.MarkDecorator:
     missing = shutil.which(program) is None
     return pytest.mark.skipif(missing and not os.environ.get("CI"),
                               reason=f"{program} is not installed ({install_hint})")
+
+
+SHARED_DIR = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+def require_shared(relative: str, marker_file: str = "") -> Path:
+    """``../shared/<relative>``; a skip on a developer's machine without it, a failure under CI (which has it).
+
+    Args:
+        relative: the folder under ``../shared`` (e.g. ``datasets/spider``).
+        marker_file: a file inside it that must exist too (e.g. ``dev.json``).
+    """
+    path = SHARED_DIR / relative
+    present = (path / marker_file).is_file() if marker_file else path.is_dir()
+    if not present:
+        what = f"../shared/{relative}" + (f"/{marker_file}" if marker_file else "")
+        if os.environ.get("CI"):
+            pytest.fail(f"{what} is missing under CI: the CI machine always has ../shared")
+        pytest.skip(f"{what} is not present")
+    return path
