@@ -42,3 +42,31 @@ def same_rows_on_context(context: str, gold: str, pred: str | None) -> bool:
         return got == expected
     finally:
         conn.close()
+
+
+def expected_status(pred: str | None, ex: bool, database: str) -> str:
+    """The status a scored row must carry, re-derived here: no SQL, refused, fails to run, right or wrong.
+
+    Args:
+        pred: the extracted SQL (``None`` or empty: nothing could be extracted).
+        ex: the row's execution-accuracy verdict (only tells ``ok`` from ``mismatch``).
+        database: a SQLite file path, or a script (``sql_context``) to build an in-memory database from.
+    """
+    from coderag.sql.guard import sql_guard
+
+    if not pred:
+        return "parse_failure"
+    if not sql_guard(pred).allowed:
+        return "guard_refused"
+    if database.lstrip().upper().startswith(("CREATE", "INSERT", "PRAGMA", "--")):
+        conn = sqlite3.connect(":memory:")
+        conn.executescript(database)
+    else:
+        conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    try:
+        conn.execute(pred).fetchall()
+    except sqlite3.Error:
+        return "execution_failure"
+    finally:
+        conn.close()
+    return "ok" if ex else "mismatch"

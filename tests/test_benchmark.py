@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from expected import expected_status
 
 from coderag.cli import main
 from coderag.errors import ConfigError
@@ -158,7 +159,9 @@ def test_real_generator_end_to_end_on_three_questions(spider_dir, spider_small, 
                  "--limit", "3", "--schemas", "oracle", "--max-new-tokens", "48", "--out", str(out)]) == 0
     rows = [json.loads(line) for line in (out / "per_question.jsonl").read_text().splitlines()]
     assert len(rows) == 3 and all(r["schemas"] == "oracle" and r["pred"] is not None for r in rows)
-    assert all(r["status"] in {"ok", "mismatch", "parse_failure", "guard_refused", "execution_failure"} for r in rows)
+    for r in rows:
+        database = str(spider_dir / "database" / r["db_id"] / f"{r['db_id']}.sqlite")
+        assert r["status"] == expected_status(r["pred"], r["ex"], database), r
     assert "EX by hardness" in capsys.readouterr().out
 
 

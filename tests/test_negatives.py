@@ -121,7 +121,11 @@ def test_rows_without_enough_negatives_are_dropped_and_counted(schema_pairs, enc
     assert report["dropped_lacking_negatives"] > 0
     assert set(report) >= {"pairs_in", "pairs_out", "dropped_lacking_negatives", "corpus_size", "n_negatives",
                            "top_k", "perc_pos", "mean_positive_score"}
-    assert 0.0 < report["mean_positive_score"] <= 1.0
+    anchors = encoder_model.encode(list(schema_pairs["anchor"]), normalize_embeddings=True)
+    positives = encoder_model.encode(list(schema_pairs["positive"]), normalize_embeddings=True)
+    assert report["mean_positive_score"] == pytest.approx(float((anchors * positives).sum(1).mean()), abs=2e-4)
+    assert (report["pairs_in"], report["n_negatives"], report["top_k"], report["perc_pos"]) == (
+        len(schema_pairs), 3, 6, 0.2)
 
 
 def test_invalid_mining_settings_are_refused(schema_pairs, encoder_model):
