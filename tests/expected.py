@@ -54,7 +54,13 @@ def expected_status(pred: str | None, ex: bool, database: str) -> str:
     """
     from coderag.sql.guard import sql_guard
 
-    if not pred:
+    import sqlglot
+
+    if not pred or not pred.strip():
+        return "parse_failure"
+    try:
+        sqlglot.parse(pred, read="sqlite")
+    except sqlglot.errors.SqlglotError:
         return "parse_failure"
     if not sql_guard(pred).allowed:
         return "guard_refused"
