@@ -70,6 +70,14 @@ def test_authorizer_blocks_writes_even_without_the_guard(conn, sql):
     assert run_query(conn, "SELECT COUNT(*), SUM(total) FROM orders") == [(3, 35.0)]
 
 
+def test_authorizer_denies_outside_reaching_functions_even_when_registered(conn):
+    """A connection that has a ``readfile`` (an extension, or a host's own function) still may not call it."""
+    conn.create_function("readfile", 1, lambda path: "contents of " + path)
+    with pytest.raises(SqlExecutionError, match=r"authorizer denied the query \(not authorized to use function: readfile\)"):
+        run_query(conn, "SELECT readfile('/etc/passwd')")
+    assert run_query(conn, "SELECT COUNT(*) FROM orders") == [(3,)]
+
+
 def test_only_one_statement_runs(conn):
     with pytest.raises(SqlExecutionError):
         run_query(conn, "SELECT 1; DELETE FROM orders")
