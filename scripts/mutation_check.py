@@ -50,6 +50,7 @@ EM = ("tests/test_exact_match.py", "tests/test_report_table.py")
 RANKING = ("tests/test_evaluation.py",)
 GATE = ("tests/test_gate.py",)
 PROMOTION = ("tests/test_promotion.py",)
+COMPONENTS = ("tests/test_components.py",)
 
 MUTANTS: list[Mutant] = [
     # --- the guard: only one read-only query may reach a database ------------------------------------------
@@ -143,6 +144,16 @@ MUTANTS: list[Mutant] = [
            PROMOTION),
     Mutant("promotion-any-image-reference", "coderag/release/promotion.py",
            "if not _IMAGE_REF.match(release.image):", "if False:", PROMOTION),
+    # --- the shells and stages that carry those decisions (the breakages an audit found unguarded) ---------------
+    Mutant("gate-component-drops-ex-floor", "components/gate.py",
+           '{"recall@5": min_recall_at_5, "ex": min_execution_accuracy}', '{"recall@5": min_recall_at_5}', COMPONENTS),
+    Mutant("index-stage-skips-held-out-schemas", "coderag/pipeline/stages.py",
+           "    schemas = dedupe_schemas(train + held_out)\n", "    schemas = dedupe_schemas(train)\n", COMPONENTS),
+    Mutant("cli-ships-without-index-commands", "coderag/cli/__init__.py", '    "coderag.cli.index",\n', "",
+           ("tests/test_retrieval.py",)),
+    Mutant("fingerprint-hashes-names-only", "coderag/retrieval/encoder.py",
+           'digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")', "pass",
+           ("tests/test_encoder.py",)),
     Mutant("promotion-any-uri-scheme", "coderag/release/promotion.py", "if not uri.startswith(URI_SCHEMES) or ",
            "if ", PROMOTION),
 ]

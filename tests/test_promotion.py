@@ -116,6 +116,7 @@ def test_prod_takes_only_the_values_staging_holds(gitops_repo):
     [
         ({"env": "qa"}, "unknown environment 'qa'"),
         ({"model_uri": "/local/encoder"}, "model URI '/local/encoder' is not a storage URI"),
+        ({"model_uri": "ftp://host/encoder"}, "model URI 'ftp://host/encoder' is not a storage URI: use one of s3://"),
         ({"index_uri": "s3://"}, "index URI 's3://' is not a storage URI"),
         ({"index_uri": "s3://b/with space"}, "is not a storage URI"),
         ({"image_digest": "sha256:xyz"}, "is not sha256:<64 lowercase hex digits>"),
