@@ -20,6 +20,7 @@ GUARD_REFUSALS = "coderag_guard_refusals_total"  # counter; labels: service
 GENERATOR_ERRORS = "coderag_generator_errors_total"  # counter; labels: service, kind (unavailable|error)
 EXECUTION_ERRORS = "coderag_sql_execution_errors_total"  # counter; labels: service
 INDEX_SIZE = "coderag_index_size"  # gauge (snippets in the loaded index); labels: service
+MODEL_READY = "coderag_model_ready"  # gauge (1 loaded and serving, 0 loading or failed); labels: service, model
 MODEL_INFO = (
     "coderag_model_info"  # info (value 1); labels: service, model_name, encoder, index_dim, index_created_at, llm
 )
@@ -52,6 +53,8 @@ generator_errors = Counter(
 )
 execution_errors = Counter(EXECUTION_ERRORS, "Guarded SQL that failed to execute on the provided schema", ["service"])
 index_size = Gauge(INDEX_SIZE, "Schema snippets in the loaded FAISS index", ["service"])
+model_ready = Gauge(MODEL_READY, "1 when the model is loaded and serving, 0 while loading or after a failed load",
+                    ["service", "model"])
 # Info appends "_info" to its name.
 model_info = Info(MODEL_INFO.removesuffix("_info"), "What the service serves (model and index versions)", ["service"])
 
@@ -66,6 +69,7 @@ ALL_METRIC_NAMES = (
     GENERATOR_ERRORS,
     EXECUTION_ERRORS,
     INDEX_SIZE,
+    MODEL_READY,
     MODEL_INFO,
 )
 
