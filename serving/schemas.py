@@ -69,6 +69,9 @@ class V2InferenceRequest(_Strict):
     """``POST /v2/models/{name}/infer``: KServe's v2 protocol, top level and inputs checked strictly."""
 
     id: str | None = None
+    # KServe's own InferenceRESTClient sends the model's name in the body; the route's path names it too.
+    model_name: str | None = None
+    model_version: str | None = None
     parameters: dict[str, Any] | None = None
     inputs: list[V2Input]
     outputs: list[V2Output] | None = None
