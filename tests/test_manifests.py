@@ -161,6 +161,10 @@ def test_overlay_values(env):
     assert all(p["minReplicas"] <= p["maxReplicas"] for p in (retriever, rag, generator))
     if env == "prod":
         assert retriever["minReplicas"] >= 2 and rag["minReplicas"] >= 2
+    rag_env = {e["name"]: e["value"] for e in rag["containers"][0]["env"]}
+    # Client-supplied sql_context only in dev; staging and prod run SQL on registered databases.
+    assert rag_env.get("CODERAG_RAG_ALLOW_SQL_CONTEXT", "true") == ("true" if env == "dev" else "false")
+    assert rag_env["CODERAG_RAG_SANDBOX_SESSIONS"] == "2" and rag_env["CODERAG_RAG_SANDBOX_MEMORY_MB"] == "256"
 
 
 @needs_kubectl

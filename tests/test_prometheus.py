@@ -24,6 +24,8 @@ from tooling import needs_tool
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MONITORING = REPO_ROOT / "manifests" / "monitoring"
 METRIC_NAME = re.compile(r"\b(coderag_[a-z0-9_]+|vllm:[a-z0-9_:]+)")
+# vLLM's names are matched as vllm[:_]name (OpenMetrics output turns their colon into "_").
+VLLM_SELECTOR = re.compile(r"vllm\[:_\]([a-z0-9_]+)")
 ALERT_COMPARISON = re.compile(r"\s*(>|<|==|!=|>=|<=)\s*(-?[0-9.]+)\s*$")
 DASHBOARD = MONITORING / "dashboards" / "coderag.json"
 RUNBOOKS = REPO_ROOT / "docs" / "runbooks.md"
@@ -59,7 +61,8 @@ def alert_rules() -> list[dict]:
 
 
 def names_in(queries: list[str]) -> set[str]:
-    return {name for query in queries for name in METRIC_NAME.findall(query)}
+    names = {name for query in queries for name in METRIC_NAME.findall(query)}
+    return names | {f"vllm:{name}" for query in queries for name in VLLM_SELECTOR.findall(query)}
 
 
 @needs_promtool
