@@ -27,6 +27,7 @@ from coderag.sql.text import SqlParseError, extract_sql, normalize_sql, parse_sq
         ("```sql\nSELECT 1;\nDROP TABLE x;\n```", "SELECT 1; DROP TABLE x"),
         ("```sql\nDELETE FROM t;\nSELECT a FROM t;\n```", "DELETE FROM t; SELECT a FROM t"),
         ("SELECT count(*) FROM t; DROP TABLE t", "SELECT count(*) FROM t; DROP TABLE t"),
+        ("INSERT INTO t VALUES (1); SELECT a FROM t", "INSERT INTO t VALUES (1); SELECT a FROM t"),
         ("```sql\nWITH c AS (SELECT 1 AS n) SELECT n FROM c;;\n```", "WITH c AS (SELECT 1 AS n) SELECT n FROM c"),
         ("```sql\nSELECT name FROM t WHERE name = 'a;b'\n```", "SELECT name FROM t WHERE name = 'a;b'"),
         ("```sql\nSELECT a FROM t WHERE b > 1", "SELECT a FROM t WHERE b > 1"),  # truncated, fence never closed

@@ -23,6 +23,8 @@ class SqlParseError(CodeRAGError):
 _FENCE = re.compile(r"```(?:[ \t]*([A-Za-z0-9_+-]+)?[ \t]*\n)?(.*?)(?:```|\Z)", re.DOTALL)
 _SQL_PREFIX = re.compile(r"^\s*(?:sql(?:ite)?\s*(?:query)?\s*:|query\s*:|answer\s*:)\s*", re.IGNORECASE)
 _QUERY_START = re.compile(r"\b(SELECT|WITH)\b", re.IGNORECASE)
+_STATEMENT_START = re.compile(r"\b(INSERT|UPDATE|DELETE|DROP|CREATE|ALTER|ATTACH|DETACH|PRAGMA|REPLACE|VACUUM|BEGIN|"
+                              r"REINDEX|ANALYZE|SELECT|WITH)\b", re.IGNORECASE)
 _STRING_OR_CODE = re.compile(r"('(?:[^']|'')*'?)|([^']+)")
 
 
@@ -114,7 +116,15 @@ def extract_sql(reply: str) -> str:
     if match is None:
         return ""
     # Unfenced SQL ends where prose starts; a blank line is the reliable boundary an LLM leaves.
-    body = re.split(r"\n\s*\n", text[match.start() :], maxsplit=1)[0]
+    start = match.start()
+    paragraph_start = max(text.rfind("\n\n", 0, start), 0)
+    before = text[paragraph_start:start]
+    if ";" in before:
+        # "INSERT ...; SELECT ...": statements ahead of the query belong to it, so the guard sees them.
+        earlier = _STATEMENT_START.search(before)
+        if earlier is not None:
+            start = paragraph_start + earlier.start()
+    body = re.split(r"\n\s*\n", text[start:], maxsplit=1)[0]
     return _all_statements(body)
 
 
