@@ -26,8 +26,10 @@ Retrieval goes to the retriever service over KServe's v1 protocol (``retriever_u
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -67,7 +69,16 @@ class RagModel(ServiceModel):
         self.local_retriever = retriever
         self._client = None
         self.sandbox: SqlSandbox | None = None
+        # Blocking work (sandbox I/O, generator calls) runs on the model's own threads, never the event loop's
+        # small default pool: a request waiting for the LLM must not starve another one's sandbox.
+        self._executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="coderag-rag")
+        # Sandbox slots are awaited here, on the loop, so a request queued for one holds no thread.
+        self._slots = asyncio.Semaphore(settings.sandbox_sessions)
         metrics.init_service_series(SERVICE)
+
+    def stop(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        super().stop()
 
     def load(self) -> bool:
         """Prepare the generator client and, without a retriever URL, load the index in-process."""
@@ -227,16 +238,28 @@ class RagModel(ServiceModel):
         deadline = time.monotonic() + budget
         request = self.parse_request(payload)
         question = request["question"]
-        # Built (or opened) first: a broken context is a 400 before any retrieval or generation is spent.
+        if request["sql_context"] is None and request["database"] is None:
+            return await self._answer(request, None, deadline)
         try:
-            session = await asyncio.to_thread(self.open_session, request, deadline)
-        except SandboxError as exc:
-            raise PartialResultError(503, str(exc), {"question": question, "snippets": []}) from None
+            await asyncio.wait_for(self._slots.acquire(), _remaining(deadline))
+        except TimeoutError:
+            raise PartialResultError(503, "the SQL sandbox is busy with other requests: retry shortly",
+                                     {"question": question, "snippets": []}) from None
+        session = None
         try:
+            # Built (or opened) first: a broken context is a 400 before any retrieval or generation is spent.
+            try:
+                session = await self._blocking(self.open_session, request, deadline)
+            except SandboxError as exc:
+                raise PartialResultError(503, str(exc), {"question": question, "snippets": []}) from None
             return await self._answer(request, session, deadline)
         finally:
             if session is not None:
-                await asyncio.to_thread(session.close)
+                await self._blocking(session.close)
+            self._slots.release()
+
+    async def _blocking(self, fn, *args, **kwargs):
+        return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
 
     async def _answer(self, request: dict, session: SandboxSession | None, deadline: float) -> dict:
         question = request["question"]
@@ -256,7 +279,7 @@ class RagModel(ServiceModel):
         try:
             # The thread cannot be cancelled, but the generator and the sandbox both stop at the deadline;
             # the margin only covers their bookkeeping.
-            answer: Answer = await asyncio.wait_for(asyncio.to_thread(
+            answer: Answer = await asyncio.wait_for(self._blocking(
                 answer_from_schemas,
                 question,
                 [s["text"] for s in snippets],
