@@ -310,6 +310,9 @@ class SandboxSession:
         """
         if self._process is None:
             raise SandboxQueryError("the sandbox session is closed (its deadline passed).")
+        if self._remaining() <= 0:
+            self.close()
+            raise SandboxQueryError("the request's deadline passed before the query could run.")
         return self._call(("run", sql, max(0.01, min(timeout_s, self._remaining()))),
                           "the query ran past the request's deadline and was stopped.", SandboxQueryError)
 
