@@ -73,7 +73,7 @@ def test_a_query_is_stopped_at_its_timeout(sandbox):
 
 def test_one_deadline_covers_the_whole_session(sandbox):
     session = _session(sandbox, seconds=1.0, sql_context=CONTEXT)
-    with pytest.raises(SandboxQueryError):
+    with pytest.raises(SandboxQueryError, match="^the query ran past the request's deadline and was stopped.$"):
         session.run("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT max(x) FROM c",
                     timeout_s=30)
     with pytest.raises(SandboxQueryError) as info:

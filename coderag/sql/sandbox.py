@@ -172,7 +172,8 @@ def _context_reason(exc: BaseException, denied: list[str], limits: SandboxLimits
 
 def _query(conn: sqlite3.Connection, sql: str, limits: SandboxLimits, deadline: float, timeout_s: float) -> list:
     conn.set_authorizer(_read_only_authorizer)
-    conn.set_progress_handler(_deadline_handler(min(deadline, time.monotonic() + timeout_s)), _PROGRESS_STEPS)
+    own_limit = time.monotonic() + timeout_s
+    conn.set_progress_handler(_deadline_handler(min(deadline, own_limit)), _PROGRESS_STEPS)
     rows, size = [], 0
     try:
         cursor = conn.execute(sql)
@@ -192,6 +193,8 @@ def _query(conn: sqlite3.Connection, sql: str, limits: SandboxLimits, deadline: 
     except (sqlite3.Error, sqlite3.Warning, ValueError, MemoryError) as exc:
         message = str(exc)
         if "interrupted" in message:
+            if deadline < own_limit:
+                raise SandboxQueryError("the query ran past the request's deadline and was stopped.") from None
             raise SandboxQueryError(f"the query ran longer than {timeout_s:g} s and was stopped.") from None
         if "not authorized" in message:
             raise SandboxQueryError(f"the read-only authorizer denied the query ({message}).") from None
@@ -313,7 +316,7 @@ class SandboxSession:
         if self._remaining() <= 0:
             self.close()
             raise SandboxQueryError("the request's deadline passed before the query could run.")
-        return self._call(("run", sql, max(0.01, min(timeout_s, self._remaining()))),
+        return self._call(("run", sql, timeout_s),
                           "the query ran past the request's deadline and was stopped.", SandboxQueryError)
 
     def close(self) -> None:
