@@ -55,6 +55,9 @@ async def _client(work, stop_at: float, results: list, errors: list, offset: int
                 errors.append(f"{type(exc).__name__}: {exc}")
                 continue
             results.append((response.status_code, expected, time.perf_counter() - t0))
+            if response.status_code != expected and len(errors) < 20:
+                errors.append(f"unexpected {response.status_code} (expected {expected}) from {url}: "
+                              f"{body[:80]!r} -> {response.text[:300]}")
 
 
 def soak(rag, retriever, *, seconds: float, clients: int) -> dict:
@@ -80,12 +83,13 @@ def soak(rag, retriever, *, seconds: float, clients: int) -> dict:
         "status_counts": {str(code): sum(1 for r in results if r[0] == code) for code in sorted({r[0] for r in results})},
         "5xx": sum(1 for r in results if r[0] >= 500),
         "unexpected": sum(1 for r in results if r[0] != r[1]),
-        "transport_errors": len(errors),
+        "transport_errors": sum(1 for e in errors if not e.startswith("unexpected ")),
         "rss_mib_before": {k: round(v / 2**20, 1) for k, v in before.items()},
         "rss_mib_after": {k: round(v / 2**20, 1) for k, v in after.items()},
         "p50_ms": round(statistics.median(latencies) * 1000, 1) if latencies else None,
         "p99_ms": round(latencies[int(0.99 * (len(latencies) - 1))] * 1000, 1) if latencies else None,
     }
+    figures["first_errors"] = errors[:5]
     print("soak figures:", json.dumps(figures))
     assert not errors, errors[:5]
     assert figures["5xx"] == 0 and figures["unexpected"] == 0, figures
