@@ -22,7 +22,7 @@ WRITES = ["INSERT INTO t VALUES (1)", "UPDATE t SET a = 1", "DELETE FROM t", "DR
           "REPLACE INTO t VALUES (1)", "BEGIN", "DETACH x", "REINDEX"]
 READS = ["SELECT a FROM t", "SELECT count(*) FROM t WHERE a > 1", "WITH c AS (SELECT 1 AS n) SELECT n FROM c",
          "SELECT a FROM t UNION SELECT 2", "SELECT x'ff00'"]
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @settings(max_examples=400, deadline=None)
