@@ -122,7 +122,7 @@ class CodeRAGSettings(BaseSettings):
 
     def log_startup(self, service: str) -> None:
         """Log the effective settings once, at start-up."""
-        log.info("settings service=%s %s", service, json.dumps(self.describe(), sort_keys=True))
+        log.info("settings service=%s %s", service, json.dumps(self.describe(), sort_keys=True, default=str))
 
     @classmethod
     def env_name(cls, name: str) -> str:

@@ -63,6 +63,7 @@ def settings_from_args(service: str, args: argparse.Namespace):
 
 def run_service(args: argparse.Namespace) -> int:
     """Build the service's model(s) from ``args`` and serve until interrupted."""
+    from serving import schemas
     from serving.server import run_model_server
 
     service = args.service
@@ -71,7 +72,10 @@ def run_service(args: argparse.Namespace) -> int:
         from serving.retriever import RetrieverModel
 
         model = RetrieverModel(args.model_name, settings)
-        run_model_server([model], service=service, args=args, background_load=settings.background_load)
+        documented = {schemas.V1_PREDICT_PATH: schemas.RetrieverV1Request,
+                      schemas.V2_INFER_PATH: schemas.V2InferenceRequest}
+        run_model_server([model], service=service, args=args, background_load=settings.background_load,
+                         add_routes=lambda app, server: schemas.document_routes(app, documented))
     elif service == "generator":
         from serving.generator import GeneratorModel, add_openai_routes
 
@@ -84,7 +88,9 @@ def run_service(args: argparse.Namespace) -> int:
 
         settings.check_retrieval_source()
         model = RagModel(args.model_name, settings)
-        run_model_server([model], service=service, args=args, background_load=settings.background_load)
+        run_model_server([model], service=service, args=args, background_load=settings.background_load,
+                         add_routes=lambda app, server: schemas.document_routes(
+                             app, {schemas.V1_PREDICT_PATH: schemas.RagRequest}))
     return 0
 
 

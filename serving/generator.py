@@ -57,6 +57,12 @@ class GeneratorModel(ServiceModel):
                 max_new_tokens=self.settings.max_tokens_limit,
             )
         metrics.set_model_info(SERVICE, model_name=self.name, llm=getattr(self.generator, "model_name", "unknown"))
+        # vLLM-named series exist from the start (at zero), as vLLM's own do.
+        metrics.vllm_waiting.labels(model_name=self.name).set(0)
+        metrics.vllm_running.labels(model_name=self.name)
+        metrics.vllm_e2e_latency.labels(model_name=self.name)
+        metrics.vllm_prompt_tokens.labels(model_name=self.name)
+        metrics.vllm_generation_tokens.labels(model_name=self.name)
         self.ready = True
         return self.ready
 
@@ -105,6 +111,8 @@ class GeneratorModel(ServiceModel):
     async def chat_completion(self, messages: list[dict[str, str]], max_tokens: int, temperature: float) -> dict:
         """One chat completion in the OpenAI wire format (``openai.types.chat.ChatCompletion``)."""
         t0 = time.perf_counter()
+        running = metrics.vllm_running.labels(model_name=self.name)
+        running.inc()
         try:
             result = await asyncio.to_thread(
                 self.generator.generate_chat, messages, max_tokens=max_tokens, temperature=temperature
@@ -113,7 +121,13 @@ class GeneratorModel(ServiceModel):
             metrics.generator_errors.labels(service=SERVICE, kind="error").inc()
             raise
         finally:
-            metrics.stage_latency.labels(service=SERVICE, stage="generate").observe(time.perf_counter() - t0)
+            running.dec()
+            elapsed = time.perf_counter() - t0
+            metrics.stage_latency.labels(service=SERVICE, stage="generate").observe(elapsed)
+            metrics.vllm_e2e_latency.labels(model_name=self.name).observe(elapsed)
+        metrics.vllm_prompt_tokens.labels(model_name=self.name).inc(result.prompt_tokens)
+        metrics.vllm_generation_tokens.labels(model_name=self.name).inc(result.completion_tokens)
+        metrics.vllm_request_success.labels(model_name=self.name, finished_reason=result.finish_reason or "stop").inc()
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex}",
             "object": "chat.completion",

@@ -20,6 +20,7 @@ GUARD_REFUSALS = "coderag_guard_refusals_total"  # counter; labels: service
 GENERATOR_ERRORS = "coderag_generator_errors_total"  # counter; labels: service, kind (unavailable|error)
 EXECUTION_ERRORS = "coderag_sql_execution_errors_total"  # counter; labels: service
 INDEX_SIZE = "coderag_index_size"  # gauge (snippets in the loaded index); labels: service
+MODEL_READY = "coderag_model_ready"  # gauge (1 loaded and serving, 0 loading or failed); labels: service, model
 MODEL_INFO = (
     "coderag_model_info"  # info (value 1); labels: service, model_name, encoder, index_dim, index_created_at, llm
 )
@@ -52,6 +53,8 @@ generator_errors = Counter(
 )
 execution_errors = Counter(EXECUTION_ERRORS, "Guarded SQL that failed to execute on the provided schema", ["service"])
 index_size = Gauge(INDEX_SIZE, "Schema snippets in the loaded FAISS index", ["service"])
+model_ready = Gauge(MODEL_READY, "1 when the model is loaded and serving, 0 while loading or after a failed load",
+                    ["service", "model"])
 # Info appends "_info" to its name.
 model_info = Info(MODEL_INFO.removesuffix("_info"), "What the service serves (model and index versions)", ["service"])
 
@@ -66,8 +69,32 @@ ALL_METRIC_NAMES = (
     GENERATOR_ERRORS,
     EXECUTION_ERRORS,
     INDEX_SIZE,
+    MODEL_READY,
     MODEL_INFO,
 )
+
+
+# --- vLLM's own names, exported by the local generator too ----------------------------------------
+# In the cluster the generator is vLLM, whose /metrics the dashboard's generator panels read. The local
+# generator exports the same names (the subset it can measure honestly), so the dashboard and its tests
+# work against either. Labels follow vLLM's: model_name (and finished_reason).
+VLLM_RUNNING = "vllm:num_requests_running"
+VLLM_WAITING = "vllm:num_requests_waiting"
+VLLM_E2E_LATENCY = "vllm:e2e_request_latency_seconds"
+VLLM_PROMPT_TOKENS = "vllm:prompt_tokens"  # counter (exported as vllm:prompt_tokens_total)
+VLLM_GENERATION_TOKENS = "vllm:generation_tokens"  # counter (exported as vllm:generation_tokens_total)
+VLLM_REQUEST_SUCCESS = "vllm:request_success"  # counter (exported as vllm:request_success_total)
+
+vllm_running = Gauge(VLLM_RUNNING, "Requests being generated now", ["model_name"])
+vllm_waiting = Gauge(VLLM_WAITING, "Requests waiting for the generator", ["model_name"])
+vllm_e2e_latency = Histogram(VLLM_E2E_LATENCY, "End-to-end generation latency in seconds", ["model_name"],
+                             buckets=_LATENCY_BUCKETS)
+vllm_prompt_tokens = Counter(VLLM_PROMPT_TOKENS, "Prompt tokens processed", ["model_name"])
+vllm_generation_tokens = Counter(VLLM_GENERATION_TOKENS, "Tokens generated", ["model_name"])
+vllm_request_success = Counter(VLLM_REQUEST_SUCCESS, "Finished requests by finish reason",
+                               ["model_name", "finished_reason"])
+VLLM_METRIC_NAMES = (VLLM_RUNNING, VLLM_WAITING, VLLM_E2E_LATENCY, "vllm:prompt_tokens_total",
+                     "vllm:generation_tokens_total", "vllm:request_success_total")
 
 
 def init_service_series(service: str) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+from pydantic import ValidationError
 
 from coderag.errors import QuestionError
 from coderag.retrieval.encoder import encode, load_encoder
@@ -30,6 +31,7 @@ from coderag.retrieval.index import SchemaIndex
 from coderag.retrieval.search import RetrievedSchema, hits_from_search, validate_question
 from serving import metrics
 from serving.batching import MicroBatcher
+from serving.schemas import RetrieverV1Request, first_problem
 from serving.server import ServiceModel
 from serving.settings import RetrieverSettings
 
@@ -166,6 +168,9 @@ class RetrieverModel(ServiceModel):
             )
         if "instances" not in payload:
             raise InvalidInput(f'request body lacks "instances": send {_V1_EXAMPLE}')
+        unknown = sorted(set(payload) - {"instances"})
+        if unknown:
+            raise InvalidInput(f"unknown field(s) {', '.join(unknown)}: a v1 request holds only \"instances\"")
         instances = payload["instances"]
         if not isinstance(instances, list):
             raise InvalidInput(
@@ -188,6 +193,10 @@ class RetrieverModel(ServiceModel):
                 raise InvalidInput(f"{where} has unknown field(s) {', '.join(unknown)}: only query and k are accepted")
             queries.append(self._question(instance["query"], f"{where}.query"))
             ks.append(self._k(instance.get("k"), f"{where}.k"))
+        try:  # the checks above give the friendlier messages; the model is the contract (and the OpenAPI)
+            RetrieverV1Request.model_validate(payload)
+        except ValidationError as exc:
+            raise InvalidInput(first_problem(exc)) from None
         return queries, ks
 
     def _parse_v2(self, request: InferRequest) -> tuple[list[str], int]:

@@ -12,7 +12,8 @@ import kserve
 from kserve.errors import ModelNotReady
 
 from coderag.errors import CodeRAGError, ConfigError
-from serving.errors import install_error_handlers
+from serving import metrics
+from serving.errors import install_error_handlers, scrub
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +61,10 @@ class ServiceModel(kserve.Model):
         try:
             return self.load()
         except CodeRAGError as exc:
-            self.load_error = str(exc)
+            self.load_error = scrub(str(exc))
             log.error("model %s failed to load: %s", self.name, exc)
         except Exception as exc:  # noqa: BLE001 - a background load must record every failure
-            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            first = scrub((str(exc).strip().splitlines() or [""])[0][:300])
             self.load_error = f"loading failed unexpectedly ({type(exc).__name__}: {first}): see the server log"
             log.exception("model %s failed to load", self.name)
         return False
@@ -84,6 +85,30 @@ def server_options(args: argparse.Namespace) -> dict:
         "event_loop": args.event_loop,
         "timeout_keep_alive": args.timeout_keep_alive,
     }
+
+
+def add_readiness_route(app, models: Sequence[ServiceModel]) -> None:
+    """``GET /v2/health/ready``: 200 only when every model is loaded; 503 naming the ones that are not.
+
+    KServe's own route answers ready as soon as the server runs, even while its only model failed to
+    load; registered first, this route takes precedence over it.
+    """
+    from fastapi.responses import JSONResponse
+
+    async def ready():
+        waiting = {m.name: m.load_error or "still loading" for m in models if not m.ready or m.load_error}
+        if waiting:
+            reasons = "; ".join(f"{name}: {why}" for name, why in sorted(waiting.items()))
+            return JSONResponse(status_code=503, content={"ready": False, "error": f"not ready: {reasons}"})
+        return {"ready": True}
+
+    app.add_api_route("/v2/health/ready", ready, methods=["GET"], response_model=None, include_in_schema=False)
+
+
+def _load_and_publish(models: Sequence[ServiceModel], service: str) -> None:
+    for model in models:
+        ready = model.load_or_record()
+        metrics.model_ready.labels(service=service, model=model.name).set(1 if ready else 0)
 
 
 def run_model_server(
@@ -108,17 +133,23 @@ def run_model_server(
         raise ConfigError(
             f"--workers {args.workers} is not supported by the {service} service: run more replicas instead"
         )
-    install_error_handlers(app, service)
+    limits = models[0].settings if models and hasattr(models[0], "settings") else None
+    install_error_handlers(app, service, max_body_bytes=getattr(limits, "max_body_bytes", 1_048_576),
+                           body_timeout_s=getattr(limits, "body_timeout_s", 10.0))
     server = kserve.ModelServer(**server_options(args))
+    add_readiness_route(app, models)
     if add_routes is not None:
         add_routes(app, server)
+    for model in models:
+        metrics.model_ready.labels(service=service, model=model.name).set(0)
     if background_load:
         for model in models:
             server.register_model(model)
-        threading.Thread(target=lambda: [m.load_or_record() for m in models], name="coderag-load", daemon=True).start()
+        threading.Thread(target=_load_and_publish, args=(models, service), name="coderag-load", daemon=True).start()
         # Registered above; an empty list skips KServe's "at least one model is ready" start-up check.
         server.start([])
         return
     for model in models:
         model.load()
+        metrics.model_ready.labels(service=service, model=model.name).set(1)
     server.start(list(models))

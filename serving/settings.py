@@ -10,9 +10,10 @@ ones a service uses, which become its flags (secrets never do: ``CODERAG_LLM_API
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 from pydantic import Field, field_validator, model_validator
+from pydantic_settings import NoDecode
 
 from coderag.config import CodeRAGSettings, http_url
 from coderag.errors import ConfigError
@@ -22,12 +23,28 @@ DEFAULT_GENERATOR_NAME = "coderag-generator"
 DEFAULT_RAG_NAME = "coderag-rag"
 
 
-class RetrieverSettings(CodeRAGSettings):
+# Request limits every service enforces in its request guard (serving/errors.py).
+LIMIT_FIELDS = ("max_body_bytes", "body_timeout_s")
+
+
+class ServiceLimits(CodeRAGSettings):
+    """What every CodeRAG server enforces before a request reaches its model: body size and body time."""
+
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, description="largest request body accepted (bytes); larger ones get HTTP 413"
+    )
+    body_timeout_s: float = Field(
+        10.0, gt=0, le=600, description="time a client has to send its whole request body (HTTP 408 after it)"
+    )
+
+
+class RetrieverSettings(ServiceLimits):
     """The retriever service: encoder + FAISS index behind v1/v2 inference (env ``CODERAG_RETRIEVER_*``)."""
 
     model_config = CodeRAGSettings.model_config | {"env_prefix": "CODERAG_RETRIEVER_"}
     FLAG_FIELDS: ClassVar = ("storage_uri", "index_dir", "encoder", "k", "max_k", "min_score", "max_question_chars",
-                             "max_queries_per_request", "max_batch_size", "batch_wait_ms", "background_load")
+                             "max_queries_per_request", "max_batch_size", "batch_wait_ms", "background_load",
+                             *LIMIT_FIELDS)
 
     storage_uri: Path | None = Field(
         None, description="local model dir (KServe's /mnt/models): holds the index (or index/) and optionally encoder/"
@@ -67,12 +84,12 @@ class RetrieverSettings(CodeRAGSettings):
         return index_dir, encoder
 
 
-class GeneratorSettings(CodeRAGSettings):
+class GeneratorSettings(ServiceLimits):
     """The local generator service: OpenAI chat route over the offline transformers LLM (``CODERAG_GENERATOR_*``)."""
 
     model_config = CodeRAGSettings.model_config | {"env_prefix": "CODERAG_GENERATOR_"}
     FLAG_FIELDS: ClassVar = ("llm_model", "gguf_file", "max_new_tokens", "max_tokens_limit", "max_prompt_chars",
-                             "background_load")
+                             "background_load", *LIMIT_FIELDS)
 
     gguf_file: str | None = Field(None, description="GGUF file name inside model_path, when it holds one")
     max_tokens_limit: int = Field(512, ge=1, le=8192, description="largest max_tokens a request may ask for")
@@ -82,14 +99,16 @@ class GeneratorSettings(CodeRAGSettings):
     )
 
 
-class RagSettings(CodeRAGSettings):
+class RagSettings(ServiceLimits):
     """The question -> SQL endpoint (``CODERAG_RAG_*``)."""
 
     model_config = CodeRAGSettings.model_config | {"env_prefix": "CODERAG_RAG_"}
     FLAG_FIELDS: ClassVar = ("retriever_url", "retriever_model", "retriever_timeout_s", "index_dir", "encoder",
                              "llm_base_url", "llm_model", "llm_api_key_file", "llm_timeout_s", "k", "max_k",
                              "max_question_chars", "max_sql_context_chars", "max_new_tokens", "repair",
-                             "execute_timeout_s", "background_load")
+                             "execute_timeout_s", "request_timeout_s", "allow_sql_context", "databases",
+                             "sandbox_memory_mb", "sandbox_sessions", "max_result_bytes", "background_load",
+                             *LIMIT_FIELDS)
 
     retriever_url: str | None = Field(
         None, description="base URL of the retriever service (v1 protocol); unset: in-process"
@@ -104,9 +123,46 @@ class RagSettings(CodeRAGSettings):
     max_sql_context_chars: int = Field(200_000, ge=1, description="longest sql_context accepted (characters)")
     repair: bool = Field(True, description="when executing, ask the LLM once to repair SQL that fails")
     execute_timeout_s: float = Field(5.0, gt=0, description="time limit of one SQLite execution")
+    request_timeout_s: float = Field(
+        30.0, gt=0, le=600,
+        description="end-to-end budget of one request: retrieval, generation (with retries), context build, "
+                    "execution and repair",
+    )
+    allow_sql_context: bool = Field(
+        True, description="accept a client-supplied sql_context (staging/prod overlays turn it off: name a "
+                          "registered database instead)"
+    )
+    databases: Annotated[dict[str, Path], NoDecode] = Field(
+        default_factory=dict,
+        description="databases requests may name, as NAME=PATH[,NAME=PATH...] (SQLite files, opened read-only)",
+    )
+    sandbox_memory_mb: int = Field(512, ge=64, le=16384, description="memory limit of one SQL sandbox worker (MiB)")
+    sandbox_sessions: int = Field(4, ge=1, le=64, description="SQL sandbox workers running at once")
+    max_result_bytes: int = Field(1_048_576, ge=1024, description="largest SQL result returned (bytes)")
     background_load: bool = Field(
         False, description="start serving at once and load the in-process index in the background (503 until ready)"
     )
+
+    @field_validator("databases", mode="before")
+    @classmethod
+    def _parse_databases(cls, value):
+        if not isinstance(value, str):
+            return value
+        databases = {}
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            name, sep, path = item.partition("=")
+            if not sep or not name.strip() or not path.strip():
+                raise ValueError(f"{item!r} is not NAME=PATH")
+            databases[name.strip()] = path.strip()
+        return databases
+
+    @field_validator("databases")
+    @classmethod
+    def _databases_exist(cls, value: dict[str, Path]) -> dict[str, Path]:
+        for name, path in value.items():
+            if not path.is_file():
+                raise ValueError(f"database {name!r}: {path} is not a file")
+        return value
 
     @field_validator("retriever_url")
     @classmethod

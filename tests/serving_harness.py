@@ -142,28 +142,51 @@ class ScriptedChatServer:
 
     It stands in for vLLM where a test needs a given reply (broken SQL, DROP, prose), in the exact
     wire format the ``openai`` client parses; every request it received is kept in ``requests``.
+    ``replies`` is a list (answered in order) or a dict from a marker to a reply: the first marker found
+    in the last user message picks the reply, so concurrent requests get their own. The reply
+    :attr:`HANG` accepts the request and never answers (until :meth:`close`).
     """
 
-    def __init__(self, replies: list[str]):
+    HANG = object()
+
+    def __init__(self, replies: list[str] | dict[str, object]):
         import json
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-        self.replies, self.requests = list(replies), []
+        self.keyed = dict(replies) if isinstance(replies, dict) else None
+        self.replies, self.requests = ([] if self.keyed is not None else list(replies)), []
+        self._closed = threading.Event()
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args):  # keep test output quiet
                 pass
 
+            def _pick(self, body):
+                if outer.keyed is None:
+                    return outer.replies.pop(0) if outer.replies else None
+                last = next((m["content"] for m in reversed(body.get("messages", [])) if m["role"] == "user"), "")
+                every = " ".join(m["content"] for m in body.get("messages", []) if m["role"] == "user")
+                for marker, reply in outer.keyed.items():
+                    if marker in last:
+                        return reply
+                for marker in outer.keyed:  # a repair turn: the question is in the first message
+                    if f"{marker} (repair)" in outer.keyed and marker in every:
+                        return outer.keyed[f"{marker} (repair)"]
+                return None
+
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["content-length"])))
                 outer.requests.append(body)
-                if self.path.rstrip("/") != "/v1/chat/completions" or not outer.replies:
-                    self.send_response(404 if outer.replies else 500)
+                content = self._pick(body) if self.path.rstrip("/") == "/v1/chat/completions" else None
+                if content is ScriptedChatServer.HANG:
+                    outer._closed.wait()
+                    return
+                if content is None:
+                    self.send_response(404 if self.path.rstrip("/") != "/v1/chat/completions" else 500)
                     self.end_headers()
                     return
-                content = outer.replies.pop(0)
                 answer = json.dumps({
                     "id": f"chatcmpl-{len(outer.requests)}", "object": "chat.completion", "created": 0,
                     "model": body.get("model", "scripted"),
@@ -178,9 +201,11 @@ class ScriptedChatServer:
                 self.wfile.write(answer)
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
     def close(self) -> None:
+        self._closed.set()
         self._server.shutdown()
         self._server.server_close()

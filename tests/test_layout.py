@@ -59,7 +59,7 @@ def test_no_flat_prefix_modules_left():
 
 # The core's docstring examples that run without models or files (the rest are marked +SKIP) must stay true.
 DOCTESTED = ("coderag.config", "coderag.atomic_files", "coderag.sql.text", "coderag.sql.guard",
-             "coderag.sql.execution", "coderag.retrieval.search", "coderag.corpus.spider",
+             "coderag.sql.execution", "coderag.sql.sandbox", "coderag.retrieval.search", "coderag.corpus.spider",
              "coderag.evaluation.ranking", "coderag.evaluation.execution_match", "coderag.evaluation.hardness",
              "coderag.evaluation.exact_match", "coderag.release.gate", "coderag.training.artifacts",
              "coderag.training.heldout", "coderag.release.promotion", "coderag.generation.prompting")

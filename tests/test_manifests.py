@@ -104,15 +104,20 @@ def test_kustomize_builds(target):
 
 @needs_kubectl
 @needs_crds
-@pytest.mark.parametrize("target", [f"overlays/{env}" for env in ENVS] + ["argocd"])
+@pytest.mark.parametrize("target", [f"overlays/{env}" for env in ENVS] + ["argocd", "monitoring"])
 def test_every_object_validates(target):
     objects = build(target)
     kinds = {o["kind"] for o in objects}
     for obj in objects:
         validate_object(obj)
     if target.startswith("overlays"):
-        assert {"InferenceService", "ServiceAccount", "ConfigMap", "PodMonitor", "PrometheusRule"} <= kinds
+        assert {"InferenceService", "ServiceAccount", "ConfigMap"} <= kinds
+        # Monitoring is deployed once (manifests/monitoring), never per environment.
+        assert not kinds & {"PodMonitor", "PrometheusRule"}
         assert len(by_kind(objects, "InferenceService")) == 3
+    if target == "monitoring":
+        assert {"PodMonitor", "PrometheusRule", "ConfigMap"} == kinds
+        assert {o["metadata"]["namespace"] for o in objects} == {"monitoring"}
 
 
 @needs_crds
@@ -162,6 +167,10 @@ def test_overlay_values(env):
     assert all(p["minReplicas"] <= p["maxReplicas"] for p in (retriever, rag, generator))
     if env == "prod":
         assert retriever["minReplicas"] >= 2 and rag["minReplicas"] >= 2
+    rag_env = {e["name"]: e["value"] for e in rag["containers"][0]["env"]}
+    # Client-supplied sql_context only in dev; staging and prod run SQL on registered databases.
+    assert rag_env.get("CODERAG_RAG_ALLOW_SQL_CONTEXT", "true") == ("true" if env == "dev" else "false")
+    assert rag_env["CODERAG_RAG_SANDBOX_SESSIONS"] == "2" and rag_env["CODERAG_RAG_SANDBOX_MEMORY_MB"] == "256"
 
 
 @needs_kubectl
@@ -233,14 +242,19 @@ def test_rag_reaches_services_the_base_defines():
 
 @needs_kubectl
 def test_dashboard_configmap_and_argocd_apps():
-    objects = build("overlays/prod")
+    objects = build("monitoring")
     maps = [m for m in by_kind(objects, "ConfigMap") if m["metadata"].get("labels", {}).get("grafana_dashboard") == "1"]
     assert len(maps) == 1
     dashboard = json.loads(next(iter(maps[0]["data"].values())))
     assert dashboard["panels"] and dashboard["uid"] == "coderag-serving"
     apps = build("argocd")
-    assert {a["spec"]["source"]["path"] for a in apps} == {f"manifests/overlays/{env}" for env in ENVS}
+    assert {a["spec"]["source"]["path"] for a in apps} == {f"manifests/overlays/{env}" for env in ENVS} | {
+        "manifests/monitoring"}
+    monitoring = [a for a in apps if a["spec"]["source"]["path"] == "manifests/monitoring"]
+    assert monitoring[0]["spec"]["destination"]["namespace"] == "monitoring"
     for app in apps:
+        if app in monitoring:
+            continue
         env = app["spec"]["source"]["path"].rsplit("/", 1)[1]
         assert app["spec"]["destination"]["namespace"] == f"coderag-{env}"
         assert ("automated" in app["spec"].get("syncPolicy", {})) == (env != "prod")
@@ -249,7 +263,8 @@ def test_dashboard_configmap_and_argocd_apps():
 @needs_kubectl
 def test_podmonitor_selects_every_predictor_on_its_serving_port():
     objects = build("overlays/staging")
-    monitor = by_kind(objects, "PodMonitor")[0]["spec"]
+    monitor = by_kind(build("monitoring"), "PodMonitor")[0]["spec"]
+    assert objects[0]["metadata"]["namespace"] in monitor["namespaceSelector"]["matchNames"]
     expression = monitor["selector"]["matchExpressions"][0]
     endpoint = monitor["podMetricsEndpoints"][0]
     assert endpoint["path"] == "/metrics"

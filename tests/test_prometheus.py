@@ -1,7 +1,8 @@
-"""Alert rules (promtool), the Grafana dashboard against a real scrape, and a real Prometheus server.
+"""Alert rules (promtool), the Grafana dashboard's layout and thresholds, and a real Prometheus server
+scraping all three running services, on which every dashboard query and alert expression returns a series.
 
 promtool and prometheus come from Debian's ``prometheus`` package (scripts/install-system.sh); the
-tests that need them skip when they are absent.
+tests that need them skip when they are absent (and fail under CI).
 """
 
 from __future__ import annotations
@@ -22,7 +23,12 @@ from tooling import needs_tool
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MONITORING = REPO_ROOT / "manifests" / "monitoring"
-METRIC_NAME = re.compile(r"\b(coderag_[a-z0-9_]+)\b")
+METRIC_NAME = re.compile(r"\b(coderag_[a-z0-9_]+|vllm:[a-z0-9_:]+)")
+# vLLM's names are matched as vllm[:_]name (OpenMetrics output turns their colon into "_").
+VLLM_SELECTOR = re.compile(r"vllm\[:_\]([a-z0-9_]+)")
+ALERT_COMPARISON = re.compile(r"\s*(>|<|==|!=|>=|<=)\s*(-?[0-9.]+)\s*$")
+DASHBOARD = MONITORING / "dashboards" / "coderag.json"
+RUNBOOKS = REPO_ROOT / "docs" / "runbooks.md"
 
 needs_promtool = needs_tool("promtool", "Debian: prometheus; scripts/install-system.sh")
 needs_prometheus = needs_tool("prometheus", "Debian: prometheus; scripts/install-system.sh")
@@ -40,15 +46,23 @@ def rules_dir(tmp_path) -> Path:
     return tmp_path
 
 
+def dashboard() -> dict:
+    return json.loads(DASHBOARD.read_text())
+
+
 def dashboard_queries() -> list[str]:
-    dashboard = json.loads((MONITORING / "dashboards" / "coderag.json").read_text())
-    queries = [t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", [])]
-    queries += [v["query"]["query"] for v in dashboard["templating"]["list"] if isinstance(v.get("query"), dict)]
+    queries = [t["expr"] for panel in dashboard()["panels"] for t in panel.get("targets", [])]
+    queries += [v["query"]["query"] for v in dashboard()["templating"]["list"] if isinstance(v.get("query"), dict)]
     return queries
 
 
+def alert_rules() -> list[dict]:
+    return [rule for group in rule_groups()["groups"] for rule in group["rules"]]
+
+
 def names_in(queries: list[str]) -> set[str]:
-    return {name for query in queries for name in METRIC_NAME.findall(query)}
+    names = {name for query in queries for name in METRIC_NAME.findall(query)}
+    return names | {f"vllm:{name}" for query in queries for name in VLLM_SELECTOR.findall(query)}
 
 
 @needs_promtool
@@ -57,7 +71,7 @@ def test_promtool_checks_rules(rules_dir):
         ["promtool", "check", "rules", "coderag.rules.yaml"], cwd=rules_dir, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 6 rules found" in done.stdout
+    assert "SUCCESS: 8 rules found" in done.stdout
 
 
 @needs_promtool
@@ -75,6 +89,8 @@ def test_promtool_unit_tests_every_alert(rules_dir):
         "CodeRAGRetrieverLatencyP99High",
         "CodeRAGGuardRefusalSpike",
         "CodeRAGLowTop1Score",
+        "CodeRAGModelNotReady",
+        "CodeRAGTargetDown",
     } <= alerts
 
 
@@ -82,7 +98,7 @@ def test_promtool_unit_tests_every_alert(rules_dir):
 def test_promtool_unit_test_fails_on_a_wrong_expectation(rules_dir):
     """The unit tests can fail: flip one expected label and promtool must say so."""
     path = rules_dir / "prometheusrule.test.yaml"
-    path.write_text(path.read_text().replace("service: rag", "service: retriever", 1))
+    path.write_text(path.read_text().replace("namespace: coderag-dev", "namespace: coderag-prod", 1))
     done = subprocess.run(["promtool", "test", "rules", path.name], cwd=rules_dir, capture_output=True, text=True)
     assert done.returncode != 0 and "FAILED" in done.stdout + done.stderr
 
@@ -90,10 +106,64 @@ def test_promtool_unit_test_fails_on_a_wrong_expectation(rules_dir):
 def test_metric_names_match_the_serving_contract():
     from serving import metrics
 
-    used = names_in(dashboard_queries()) | names_in([r["expr"] for g in rule_groups()["groups"] for r in g["rules"]])
+    used = names_in(dashboard_queries()) | names_in([r["expr"] for r in alert_rules()])
     suffixes = ("_bucket", "_count", "_sum")
     bases = {next((n.removesuffix(s) for s in suffixes if n.endswith(s)), n) for n in used}
-    assert bases <= set(metrics.ALL_METRIC_NAMES), bases - set(metrics.ALL_METRIC_NAMES)
+    known = set(metrics.ALL_METRIC_NAMES) | set(metrics.VLLM_METRIC_NAMES)
+    assert bases <= known, bases - known
+
+
+def test_every_alert_groups_by_namespace_and_links_its_runbook():
+    anchors = {line[3:].strip().lower() for line in RUNBOOKS.read_text().splitlines() if line.startswith("## ")}
+    for rule in alert_rules():
+        assert "by (namespace" in " ".join(rule["expr"].split()), rule["alert"]
+        url = rule["annotations"]["runbook_url"]
+        assert url == f"https://github.com/coderag/coderag/blob/main/docs/runbooks.md#{rule['alert'].lower()}"
+        assert rule["alert"].lower() in anchors, f"docs/runbooks.md has no section for {rule['alert']}"
+
+
+def test_monitoring_is_deployed_once_not_per_overlay():
+    for env in ("dev", "staging", "prod"):
+        kustomization = yaml.safe_load((REPO_ROOT / "manifests" / "overlays" / env / "kustomization.yaml").read_text())
+        assert not any("monitoring" in r for r in kustomization["resources"]), env
+    assert yaml.safe_load((MONITORING / "kustomization.yaml").read_text())["namespace"] == "monitoring"
+    selector = yaml.safe_load((MONITORING / "podmonitor.yaml").read_text())["spec"]["namespaceSelector"]
+    assert selector == {"matchNames": ["coderag-dev", "coderag-staging", "coderag-prod"]}
+
+
+def test_dashboard_layout_is_a_valid_24_column_grid():
+    board = dashboard()
+    assert board["uid"] == "coderag-serving"
+    panels = board["panels"]
+    assert len({p["id"] for p in panels}) == len(panels)
+    cells = set()
+    for panel in panels:
+        grid = panel["gridPos"]
+        assert grid["x"] >= 0 and grid["w"] >= 1 and grid["x"] + grid["w"] <= 24, panel["title"]
+        mine = {(x, y) for x in range(grid["x"], grid["x"] + grid["w"]) for y in range(grid["y"], grid["y"] + grid["h"])}
+        assert not mine & cells, f"panel {panel['title']!r} overlaps another"
+        cells |= mine
+    variables = {v["name"] for v in board["templating"]["list"]}
+    assert {"datasource", "namespace", "service"} <= variables
+    titles = " ".join(p["title"] for p in panels)
+    for wanted in ("vLLM", "Pod CPU", "Pod memory", "Pod restarts"):
+        assert wanted in titles
+
+
+def test_dashboard_thresholds_equal_the_alert_thresholds():
+    thresholds = {}
+    for rule in alert_rules():
+        comparison = ALERT_COMPARISON.search(rule["expr"])
+        thresholds[rule["alert"]] = float(comparison.group(2))
+    linked = {}
+    for panel in dashboard()["panels"]:
+        match = re.search(r"the (CodeRAG\w+) alert's threshold", panel.get("description", ""))
+        if match is None:
+            continue
+        steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+        assert [s["value"] for s in steps] == [None, thresholds[match.group(1)]], panel["title"]
+        linked[match.group(1)] = panel["title"]
+    assert set(linked) == set(thresholds), f"alerts without a dashboard threshold: {set(thresholds) - set(linked)}"
 
 
 def _scrape_names(url: str) -> set[str]:
@@ -112,13 +182,37 @@ def _ask_retriever(service) -> None:
     assert reply.status_code == 200, reply.text
 
 
-def test_every_dashboard_and_alert_metric_is_exported_by_a_running_retriever(retriever_service):
+def _ask_rag(service) -> None:
+    reply = httpx.post(f"{service.url}/v1/models/{service.model_name}:predict", timeout=180,
+                       json={"question": "How many patients are in each ward?", "k": 2, "repair": False,
+                             "sql_context": "CREATE TABLE patients (id INT, ward TEXT); INSERT INTO patients VALUES (1, 'a');"})
+    assert reply.status_code == 200, reply.text
+
+
+def test_probes_and_scrapes_are_not_counted_as_requests(retriever_service):
+    for path in ("/metrics", "/v2/health/ready", "/v2/health/live", f"/v1/models/{retriever_service.model_name}"):
+        assert httpx.get(retriever_service.url + path, timeout=10).status_code == 200
+    routes = {key for key in _scrape_routes(retriever_service.url)}
+    assert not routes & {"metrics", "health"}, routes
+
+
+def _scrape_routes(url: str) -> set[str]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return {s.labels["route"] for f in text_string_to_metric_families(text) for s in f.samples
+            if s.name == "coderag_requests_total"}
+
+
+def test_every_dashboard_and_alert_metric_is_exported_by_the_running_services(retriever_service, rag_service,
+                                                                              generator_service):
     _ask_retriever(retriever_service)
-    exported = _scrape_names(retriever_service.url)
-    dashboard = names_in(dashboard_queries())
-    assert len(dashboard) >= 10
-    assert dashboard <= exported, f"dashboard queries metrics nobody exports: {sorted(dashboard - exported)}"
-    alerts = names_in([r["expr"] for g in rule_groups()["groups"] for r in g["rules"]])
+    _ask_rag(rag_service)
+    exported = set().union(*(_scrape_names(s.url) for s in (retriever_service, generator_service, rag_service)))
+    used = names_in(dashboard_queries())
+    assert len(used) >= 15
+    assert used <= exported, f"dashboard queries metrics nobody exports: {sorted(used - exported)}"
+    alerts = names_in([r["expr"] for r in alert_rules()])
     assert alerts <= exported, f"alert rules query metrics nobody exports: {sorted(alerts - exported)}"
 
 
@@ -130,22 +224,39 @@ def _free_port() -> int:
 
 def _query(base: str, promql: str) -> list[dict]:
     reply = httpx.get(f"{base}/api/v1/query", params={"query": promql}, timeout=5).json()
-    assert reply["status"] == "success", reply
+    assert reply["status"] == "success", (promql, reply)
     return reply["data"]["result"]
 
 
+def _as_query(expr: str) -> str:
+    """A dashboard/alert expression as a plain instant query: variables filled, alert comparison dropped."""
+    expr = ALERT_COMPARISON.sub("", expr.strip())
+    expr = expr.replace("$__rate_interval", "15s").replace("$namespace", ".*").replace("$service", ".*")
+    label_values = re.fullmatch(r"label_values\((.*),\s*(\w+)\)", expr)
+    if label_values:  # a template variable's query: the series that would list its values
+        expr = f"group by ({label_values.group(2)}) ({label_values.group(1)})"
+    return expr
+
+
 @needs_prometheus
-def test_real_prometheus_scrapes_the_retriever(retriever_service, serving_index_dir, rules_dir, tmp_path):
+def test_real_prometheus_answers_every_dashboard_query_and_alert_expression(
+        retriever_service, generator_service, rag_service, rules_dir, tmp_path):
     _ask_retriever(retriever_service)
+    _ask_rag(rag_service)
     port = _free_port()
+    services = {"retriever": retriever_service, "generator": generator_service, "rag": rag_service}
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(rules_dir / "coderag.rules.yaml")],
         "scrape_configs": [
             {
-                "job_name": "coderag-retriever",
-                "static_configs": [{"targets": [f"127.0.0.1:{retriever_service.port}"]}],
+                "job_name": f"coderag-{component}",
+                # What the PodMonitor gives every series in the cluster: namespace, component, pod.
+                "static_configs": [{"targets": [f"127.0.0.1:{service.port}"],
+                                    "labels": {"namespace": "coderag-test", "component": component,
+                                               "pod": f"{component}-0"}}],
             }
+            for component, service in services.items()
         ],
     }
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
@@ -163,24 +274,25 @@ def test_real_prometheus_scrapes_the_retriever(retriever_service, serving_index_
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
-        result = []
-        while time.monotonic() < deadline and not result:
+        up = []
+        while time.monotonic() < deadline and len(up) < 3:
             assert server.poll() is None, (tmp_path / "prometheus.log").read_text()[-2000:]
             with contextlib.suppress(httpx.HTTPError):
-                result = _query(base, 'coderag_index_size{job="coderag-retriever", service="retriever"}')
-            if not result:
-                time.sleep(0.5)
-        assert result, (
-            "Prometheus never scraped coderag_index_size:\n" + (tmp_path / "prometheus.log").read_text()[-2000:]
-        )
-        manifest = json.loads((serving_index_dir / "manifest.json").read_text())
-        assert float(result[0]["value"][1]) == manifest["count"]
-        assert float(_query(base, 'up{job="coderag-retriever"}')[0]["value"][1]) == 1.0
-        answered = _query(base, 'sum(coderag_requests_total{service="retriever", code="200"})')
-        assert answered and float(answered[0]["value"][1]) >= 1
+                up = [r for r in _query(base, 'up{namespace="coderag-test"} == 1')]
+            time.sleep(0.5)
+        assert len(up) == 3, "Prometheus never scraped all three:\n" + (tmp_path / "prometheus.log").read_text()[-2000:]
+        # rate() needs two samples after the traffic above: let a few scrapes pass, then ask again.
+        _ask_retriever(retriever_service)
+        _ask_rag(rag_service)
+        time.sleep(4)
+        empty = [expr for expr in dashboard_queries() + [r["expr"] for r in alert_rules()]
+                 if not _query(base, _as_query(expr))]
+        assert not empty, "queries that return no series:\n" + "\n".join(empty)
+        index_size = _query(base, 'coderag_index_size{namespace="coderag-test", service="retriever"}')
+        assert float(index_size[0]["value"][1]) == 240
         rules = httpx.get(f"{base}/api/v1/rules", timeout=5).json()["data"]["groups"]
         loaded = [rule for group in rules for rule in group["rules"]]
-        assert len(loaded) == 6 and all(rule["health"] in ("ok", "unknown") for rule in loaded), loaded
+        assert len(loaded) == 8 and all(rule["health"] in ("ok", "unknown") for rule in loaded), loaded
     finally:
         server.terminate()
         try:

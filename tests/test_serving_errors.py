@@ -138,7 +138,7 @@ RAG_CASES = [
         RAG,
         b'{"question": "orders?", "execute": true}',
         400,
-        "unknown field(s) execute: accepted fields are k, question, repair, sql_context",
+        "unknown field(s) execute: accepted fields are database, k, question, repair, sql_context",
     ),
 ]
 
@@ -215,3 +215,29 @@ def test_binary_extension_header_is_checked_not_trusted(request, service_name, p
     response = httpx.post(service.url + path, content=body, timeout=30,
                           headers={"content-type": "application/json", "inference-header-content-length": length})
     _check(response, 400, message)
+
+
+@pytest.mark.parametrize("error, status", [
+    ("QuestionError", 400), ("ConfigError", 400), ("GeneratorUnavailable", 503), ("SchemaIndexError", 503),
+    ("EncoderError", 503), ("GenerationError", 502), ("CodeRAGError", 400),
+])
+def test_coderag_errors_map_to_statuses_through_the_handler(error, status):
+    """Each CodeRAG error class, raised by a route, reaches the client with its status and message."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    import coderag.errors
+    from serving.errors import install_error_handlers, status_for
+
+    exc = getattr(coderag.errors, error)(f"{error} happened at /srv/models/index")
+    assert status_for(exc) == status
+    app = FastAPI()
+    install_error_handlers(app, "test")
+
+    @app.post("/v1/models/m:predict")
+    async def predict():
+        raise exc
+
+    response = TestClient(app).post("/v1/models/m:predict", json={"question": "x"})
+    assert response.status_code == status
+    assert response.json() == {"error": f"{error} happened at <path>"}  # never the server's paths

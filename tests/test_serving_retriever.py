@@ -180,11 +180,19 @@ def test_unready_retriever_answers_503_with_the_reason(tmp_path):
             f"{service.url}/v1/models/{MODEL}:predict", json={"instances": [{"query": "x"}]}, timeout=10
         )
         assert response.status_code == 503
+        # The reason without the server's paths; the log keeps them for the operator.
         assert response.json()["error"] == (
-            f"Model with name {MODEL} is not ready. index directory {missing} does not exist: "
-            f"build one with `coderag index build --out {missing}`"
+            f"Model with name {MODEL} is not ready. index directory <path> does not exist: "
+            "build one with `coderag index build --out <path>`"
         )
+        assert str(missing) in service.log_tail(200)
         assert httpx.get(f"{service.url}/v2/health/live", timeout=10).status_code == 200
+        ready = httpx.get(f"{service.url}/v2/health/ready", timeout=10)
+        assert ready.status_code == 503 and ready.json() == {
+            "ready": False,
+            "error": f"not ready: {MODEL}: index directory <path> does not exist: "
+                     "build one with `coderag index build --out <path>`",
+        }
     finally:
         assert service.stop() == 0
 

@@ -23,8 +23,11 @@ from coderag.sql.text import SqlParseError, extract_sql, normalize_sql, parse_sq
         ("To answer, run SELECT COUNT(*) FROM t WHERE x > 2;\n\nIt counts the rows.",
          "SELECT COUNT(*) FROM t WHERE x > 2"),
         ("SELECT a FROM t\n\nThis query returns a.", "SELECT a FROM t"),
-        ("```sql\nSELECT 1;\nDROP TABLE x;\n```", "SELECT 1"),
-        ("```sql\nDELETE FROM t;\nSELECT a FROM t;\n```", "SELECT a FROM t"),
+        # Every statement is kept, never only the first: the guard refuses more than one.
+        ("```sql\nSELECT 1;\nDROP TABLE x;\n```", "SELECT 1; DROP TABLE x"),
+        ("```sql\nDELETE FROM t;\nSELECT a FROM t;\n```", "DELETE FROM t; SELECT a FROM t"),
+        ("SELECT count(*) FROM t; DROP TABLE t", "SELECT count(*) FROM t; DROP TABLE t"),
+        ("INSERT INTO t VALUES (1); SELECT a FROM t", "INSERT INTO t VALUES (1); SELECT a FROM t"),
         ("```sql\nWITH c AS (SELECT 1 AS n) SELECT n FROM c;;\n```", "WITH c AS (SELECT 1 AS n) SELECT n FROM c"),
         ("```sql\nSELECT name FROM t WHERE name = 'a;b'\n```", "SELECT name FROM t WHERE name = 'a;b'"),
         ("```sql\nSELECT a FROM t WHERE b > 1", "SELECT a FROM t WHERE b > 1"),  # truncated, fence never closed

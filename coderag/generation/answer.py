@@ -7,6 +7,7 @@ This is the core of the RAG endpoint and of ``coderag ask``; both are thin shell
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -25,6 +26,7 @@ class Answer:
     sql: str
     allowed: bool
     guard_reason: str
+    statement_type: str = ""
     snippets: list[dict[str, Any]] = field(default_factory=list)
     reply: str = ""
     rows: list[list[Any]] | None = None
@@ -53,14 +55,22 @@ def _run(connect, sql: str, timeout_s: float) -> list[list[Any]]:
         conn.close()
 
 
+def _execute(connect, run_sql, sql: str, timeout_s: float) -> list[list[Any]]:
+    if run_sql is not None:
+        return run_sql(sql)
+    return _run(connect, sql, timeout_s)
+
+
 def answer_from_schemas(question: str, schemas: list[str], generator, *, sql_context: str | None = None,
                         db_path: str | None = None, repair: bool = True, max_tokens: int = 128,
-                        timeout_s: float = 5.0) -> Answer:
+                        timeout_s: float = 5.0, run_sql: Callable[[str], list[list[Any]]] | None = None) -> Answer:
     """Generate, extract and guard SQL for ``question`` given retrieved ``schemas``.
 
     With ``sql_context`` (CREATE TABLE + INSERT statements) the guarded SQL is executed on an in-memory
     SQLite database built from it; with ``db_path`` on that SQLite file, opened read-only. On an execution
     error the LLM is asked once to repair its query (the repaired SQL goes through the guard again).
+    ``run_sql`` replaces both (e.g. a :class:`~coderag.sql.sandbox.SandboxSession`'s ``run``, which builds
+    a context once and runs every query in a worker process under hard limits).
     Generator failures propagate (``GenerationError`` / ``GeneratorUnavailable``).
 
     Args:
@@ -72,12 +82,13 @@ def answer_from_schemas(question: str, schemas: list[str], generator, *, sql_con
         repair: ask once for a fix when execution fails.
         max_tokens: generation budget.
         timeout_s: time limit of one query run.
+        run_sql: executes one guarded query and returns its rows (exclusive with the two above).
 
     Returns:
         An :class:`Answer` (``rows`` set when the SQL ran).
 
     Raises:
-        ValueError: both ``sql_context`` and ``db_path`` are given.
+        ValueError: more than one of ``sql_context``, ``db_path`` and ``run_sql`` is given.
 
     Example:
         >>> answer = answer_from_schemas("How many singers?", ["CREATE TABLE singer (id INT);"],
@@ -85,10 +96,12 @@ def answer_from_schemas(question: str, schemas: list[str], generator, *, sql_con
         >>> answer.sql, answer.rows  # doctest: +SKIP
         ('SELECT COUNT(*) FROM singer', [[6]])
     """
-    if sql_context is not None and db_path is not None:
-        raise ValueError("pass sql_context or db_path, not both")
+    if sum(x is not None for x in (sql_context, db_path, run_sql)) > 1:
+        raise ValueError("pass at most one of sql_context, db_path and run_sql")
     connect = None
-    if sql_context is not None:
+    if run_sql is not None:
+        connect = run_sql
+    elif sql_context is not None:
         connect = lambda: sqlite_from_context(sql_context)  # noqa: E731
     elif db_path is not None:
         connect = lambda: open_sqlite_readonly(db_path)  # noqa: E731
@@ -100,12 +113,12 @@ def answer_from_schemas(question: str, schemas: list[str], generator, *, sql_con
     sql = extract_sql(reply)
     verdict = sql_guard(sql)
     answer = Answer(question=question, sql=sql, allowed=verdict.allowed, guard_reason=verdict.reason,
-                    reply=reply, timings_ms=timings)
+                    statement_type=verdict.statement_type, reply=reply, timings_ms=timings)
     if not verdict.allowed or connect is None:
         return answer
     t0 = time.perf_counter()
     try:
-        answer.rows = _run(connect, sql, timeout_s)
+        answer.rows = _execute(connect, run_sql, sql, timeout_s)
     except Exception as exc:  # noqa: BLE001 - any SQLite failure is reported and may be repaired
         answer.execution_error = str(exc)
     timings["execute"] = (time.perf_counter() - t0) * 1000
@@ -119,12 +132,15 @@ def answer_from_schemas(question: str, schemas: list[str], generator, *, sql_con
         answer.repaired = True
         answer.reply, answer.sql = reply2, sql2
         answer.allowed, answer.guard_reason = verdict2.allowed, verdict2.reason
+        answer.statement_type = verdict2.statement_type
         answer.rows, answer.execution_error = None, None
         if verdict2.allowed:
+            t0 = time.perf_counter()
             try:
-                answer.rows = _run(connect, sql2, timeout_s)
+                answer.rows = _execute(connect, run_sql, sql2, timeout_s)
             except Exception as exc:  # noqa: BLE001
                 answer.execution_error = str(exc)
+            timings["execute_repaired"] = (time.perf_counter() - t0) * 1000
     return answer
 
 

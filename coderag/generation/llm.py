@@ -88,14 +88,19 @@ class OpenAIChatGenerator:
                                      timeout=timeout, max_retries=max_retries)
 
     def complete(self, messages: list[dict[str, str]], *, max_tokens: int = 256,
-                 temperature: float = 0.0) -> str:
-        """The assistant reply's text; :class:`GeneratorUnavailable` when the endpoint cannot serve."""
+                 temperature: float = 0.0, timeout: float | None = None) -> str:
+        """The assistant reply's text; :class:`GeneratorUnavailable` when the endpoint cannot serve.
+
+        ``timeout`` (seconds) bounds this one call, without the client's own retries: a caller with a
+        deadline (the RAG endpoint) spends its budget itself.
+        """
         import openai
 
         messages = validate_messages(messages)
         _check_budget(max_tokens, temperature)
+        client = self._client if timeout is None else self._client.with_options(timeout=timeout, max_retries=0)
         try:
-            response = self._client.chat.completions.create(model=self.model_name, messages=messages,
+            response = client.chat.completions.create(model=self.model_name, messages=messages,
                                                             max_tokens=max_tokens, temperature=temperature)
         except openai.APIConnectionError as exc:  # also covers APITimeoutError
             raise GeneratorUnavailable(f"the LLM endpoint {self.base_url} cannot be reached ({exc}): check "

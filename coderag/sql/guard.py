@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 from sqlglot import exp
 
-from coderag.sql.text import SqlParseError, parse_statements
+from coderag.sql.text import SqlParseError, parse_statements, split_statements
 
 # Node types that change data, schema, connection or transaction state.
 _FORBIDDEN_NODES: tuple[type[exp.Expression], ...] = (
@@ -50,6 +50,12 @@ def _statement_type(tree: exp.Expression, sql: str) -> str:
         return "WITH"
     word = _FIRST_WORD.search(_strip_comments(sql).lstrip(" \t\r\n(;"))
     return word.group(0).upper() if word else tree.key.upper()
+
+
+def _statement_texts(sql: str, trees: list[exp.Expression]) -> list[str]:
+    """Each statement's own text (for naming its kind), without re-generating SQL from a deep tree."""
+    texts = split_statements(sql)
+    return texts if len(texts) == len(trees) else [t.key for t in trees]
 
 
 def _forbidden_node(tree: exp.Expression) -> exp.Expression | None:
@@ -97,7 +103,7 @@ def sql_guard(sql: str) -> GuardVerdict:
     except SqlParseError as exc:
         return GuardVerdict(False, f"refused: {exc}", "")
     if len(trees) > 1:
-        kinds = ", ".join(_statement_type(t, t.sql(dialect="sqlite")) for t in trees)
+        kinds = ", ".join(_statement_type(t, text) for t, text in zip(trees, _statement_texts(sql, trees)))
         return GuardVerdict(False, f"refused: {len(trees)} statements ({kinds}); only a single query may run.",
                             "MULTIPLE")
     tree = trees[0]

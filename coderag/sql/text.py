@@ -23,6 +23,8 @@ class SqlParseError(CodeRAGError):
 _FENCE = re.compile(r"```(?:[ \t]*([A-Za-z0-9_+-]+)?[ \t]*\n)?(.*?)(?:```|\Z)", re.DOTALL)
 _SQL_PREFIX = re.compile(r"^\s*(?:sql(?:ite)?\s*(?:query)?\s*:|query\s*:|answer\s*:)\s*", re.IGNORECASE)
 _QUERY_START = re.compile(r"\b(SELECT|WITH)\b", re.IGNORECASE)
+_STATEMENT_START = re.compile(r"\b(INSERT|UPDATE|DELETE|DROP|CREATE|ALTER|ATTACH|DETACH|PRAGMA|REPLACE|VACUUM|BEGIN|"
+                              r"REINDEX|ANALYZE|SELECT|WITH)\b", re.IGNORECASE)
 _STRING_OR_CODE = re.compile(r"('(?:[^']|'')*'?)|([^']+)")
 
 
@@ -74,13 +76,13 @@ def split_statements(sql: str) -> list[str]:
     return [p.strip() for p in pieces if p.strip()]
 
 
-def _first_query(text: str) -> str:
-    """The first statement of ``text`` that starts with SELECT or WITH (else the first statement)."""
-    statements = split_statements(text)
-    for statement in statements:
-        if _QUERY_START.match(statement):
-            return statement
-    return statements[0] if statements else ""
+def _all_statements(text: str) -> str:
+    """Every statement of ``text``, joined by ``"; "``, without trailing semicolons.
+
+    Never only the first: a reply ``SELECT ...; DROP TABLE t`` must reach the guard whole (which refuses
+    more than one statement) rather than be cut to its harmless-looking start.
+    """
+    return "; ".join(split_statements(text))
 
 
 def extract_sql(reply: str) -> str:
@@ -88,7 +90,7 @@ def extract_sql(reply: str) -> str:
 
     Prefers a ```sql (or ```sqlite) block, then any ``` block that contains SELECT/WITH; without fences
     it takes the text from the first SELECT/WITH keyword up to a blank line. When the SQL holds several
-    statements, the first one that starts with SELECT or WITH is returned.
+    statements all of them are returned, joined by ``"; "`` (the guard refuses more than one).
 
     Args:
         reply: the raw text the LLM returned.
@@ -106,7 +108,7 @@ def extract_sql(reply: str) -> str:
     tagged = [body for lang, body in blocks if lang in ("sql", "sqlite")]
     untagged = [body for lang, body in blocks if lang not in ("sql", "sqlite") and _QUERY_START.search(body)]
     for body in tagged + untagged:
-        sql = _first_query(_SQL_PREFIX.sub("", body.strip()))
+        sql = _all_statements(_SQL_PREFIX.sub("", body.strip()))
         if sql:
             return sql
     text = reply.replace("```", "\n\n")
@@ -114,8 +116,16 @@ def extract_sql(reply: str) -> str:
     if match is None:
         return ""
     # Unfenced SQL ends where prose starts; a blank line is the reliable boundary an LLM leaves.
-    body = re.split(r"\n\s*\n", text[match.start() :], maxsplit=1)[0]
-    return _first_query(body)
+    start = match.start()
+    paragraph_start = max(text.rfind("\n\n", 0, start), 0)
+    before = text[paragraph_start:start]
+    if ";" in before:
+        # "INSERT ...; SELECT ...": statements ahead of the query belong to it, so the guard sees them.
+        earlier = _STATEMENT_START.search(before)
+        if earlier is not None:
+            start = paragraph_start + earlier.start()
+    body = re.split(r"\n\s*\n", text[start:], maxsplit=1)[0]
+    return _all_statements(body)
 
 
 def parse_statements(sql: str, dialect: str = "sqlite") -> list[exp.Expression]:
@@ -129,7 +139,8 @@ def parse_statements(sql: str, dialect: str = "sqlite") -> list[exp.Expression]:
         One sqlglot expression per statement.
 
     Raises:
-        SqlParseError: ``sql`` is empty, holds only comments/semicolons, or does not parse.
+        SqlParseError: ``sql`` is empty, holds only comments/semicolons, does not parse, or is nested too
+            deeply for the parser.
 
     Example:
         >>> [t.key for t in parse_statements("SELECT 1; DELETE FROM t")]
@@ -142,6 +153,9 @@ def parse_statements(sql: str, dialect: str = "sqlite") -> list[exp.Expression]:
     except sqlglot.errors.SqlglotError as exc:
         first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise SqlParseError(f"the SQL does not parse as {dialect}: {first_line}") from exc
+    except RecursionError:
+        # sqlglot's parser recurses once per nesting level; ~45 parentheses exhaust Python's stack limit.
+        raise SqlParseError("the SQL is nested too deeply to parse (too many parentheses or subqueries).") from None
     if not trees:
         raise SqlParseError("the SQL holds no statement, only comments or semicolons.")
     return trees
