@@ -263,6 +263,13 @@ class JobSettings(CodeRAGSettings):
         "test-suite", description="EX semantics: the official test-suite evaluator's, or exact column order")
     keep_distinct: bool = Field(False, description="keep DISTINCT when comparing results (test-suite mode)")
     limit: int | None = Field(None, ge=1, description="score only the first N questions")
+    db: str | None = Field(None, description="database: an SQLAlchemy URL (sqlite:///file, postgresql://..., "
+                                             "mysql+pymysql://...) or a SQLite file; put a password in "
+                                             "CODERAG_DB or ~/.pgpass, not on the command line")
+    sample_values: int = Field(0, ge=0, le=20, description="distinct sample values per column put into each "
+                                                          "table's snippet when indexing a database")
+    transpile: bool = Field(False, description="rewrite generated SQLite-style SQL into the database's dialect "
+                                               "before the guard and execution")
 
     def schema_modes(self) -> list[str]:
         """The schemas modes to run, in order (``all``: retrieved, oracle, none)."""
