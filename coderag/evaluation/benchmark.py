@@ -79,8 +79,7 @@ class Benchmark:
         """How the prompt names the dialect (``SQLite``, ``PostgreSQL``, ``MariaDB``)."""
         if not (self.server and self.questions):
             return "SQLite"
-        database = self.server(self.questions[0].db_id)
-        return "MariaDB" if database.backend in ("mysql", "mariadb") and database.is_mariadb else database.label
+        return self.server(self.questions[0].db_id).label
 
     def connect(self, question: BenchmarkQuestion) -> sqlite3.Connection | Path:
         """The database of ``question``: its SQLite file (Spider) or an in-memory build of its context."""

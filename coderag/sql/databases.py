@@ -246,7 +246,7 @@ class Database:
                  pool_timeout_s: float = 10.0, connect_timeout_s: float = 10.0) -> None:
         self.url = parse_database_url(url)
         self.backend = self.url.get_backend_name()
-        self.dialect, self.label = DIALECTS[self.backend]
+        self.dialect, self._label = DIALECTS[self.backend]
         self.source = self.url.render_as_string(hide_password=True)
         self.name = name or self.source
         self._engine = None
@@ -283,7 +283,13 @@ class Database:
 
     @property
     def is_mariadb(self) -> bool:
+        """True for a MariaDB server (known once a connection has been made)."""
         return self.backend in ("mysql", "mariadb") and bool(getattr(self.engine.dialect, "is_mariadb", False))
+
+    @property
+    def label(self) -> str:
+        """How a person (and the prompt) names the database: SQLite, PostgreSQL, MariaDB or MySQL."""
+        return "MariaDB" if self.is_mariadb else self._label
 
     def close(self) -> None:
         """Close every pooled connection."""
@@ -293,11 +299,9 @@ class Database:
                 self._engine = None
 
     def _raw_connection(self):
-        from sqlalchemy.exc import SQLAlchemyError
-
         try:
             return self.engine.raw_connection()
-        except SQLAlchemyError as exc:
+        except Exception as exc:  # noqa: BLE001 - drivers raise their own errors
             reason = str(getattr(exc, "orig", exc) or exc).strip().splitlines()[0] if str(exc) else type(exc).__name__
             raise DatabaseError(f"cannot connect to {self.label} database {self.name} ({reason}): check that it "
                                 "runs and that the URL's host, database and user are right") from None
@@ -409,7 +413,7 @@ class Database:
                                     "add a LIMIT.")
 
     def _execution_error(self, exc: Exception, timeout_s: float) -> SqlExecutionError:
-        label = "MariaDB" if self.is_mariadb else self.label
+        label = self.label
         sqlstate = getattr(exc, "sqlstate", None)
         code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
         if sqlstate == _POSTGRES_TIMEOUT or code in _MYSQL_TIMEOUTS:
