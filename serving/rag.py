@@ -4,7 +4,8 @@
 
     {"question": "How many orders ...?", "k": 3, "sql_context": "CREATE TABLE ...; INSERT ...;", "repair": true}
 
-(``k``, ``sql_context`` and ``repair`` are optional) answers::
+(``k``, ``sql_context`` and ``repair`` are optional; instead of ``sql_context``, ``"database": "shop"`` runs
+the SQL read-only on a database registered by name in the ``databases`` setting) answers::
 
     {"question", "sql", "guard": {"allowed", "reason", "statement_type"}, "snippets": [{rank, snippet_id, score,
      text, domain}], "reply", "rows", "execution_error", "repaired", "timings_ms": {retrieve, generate, ...}}
@@ -38,7 +39,7 @@ from serving.settings import DEFAULT_GENERATOR_NAME, RagSettings, RetrieverSetti
 log = logging.getLogger(__name__)
 SERVICE = "rag"
 _EXAMPLE = '{"question": "How many orders were placed in 2023?", "k": 3}'
-_FIELDS = {"question", "k", "sql_context", "repair"}
+_FIELDS = {"question", "k", "sql_context", "repair", "database"}
 
 
 class RetrieverUnavailable(CodeRAGError):
@@ -56,12 +57,14 @@ class RagModel(ServiceModel):
         self.generator = generator
         self.local_retriever = retriever
         self._client = None
+        self.databases = None
         metrics.init_service_series(SERVICE)
 
     def load(self) -> bool:
         """Prepare the generator client and, without a retriever URL, load the index in-process."""
         settings = self.settings
         settings.check_retrieval_source()
+        self.databases = settings.database_registry()
         if self.generator is None:
             from coderag.generation.llm import OpenAIChatGenerator
 
@@ -130,7 +133,17 @@ class RagModel(ServiceModel):
         repair = payload.get("repair", self.settings.repair)
         if not isinstance(repair, bool):
             raise InvalidInput(f"repair must be true or false, got {repair!r}")
-        return {"question": question, "k": k, "sql_context": sql_context, "repair": repair}
+        database = payload.get("database")
+        if database is not None:
+            if sql_context is not None:
+                raise InvalidInput("send sql_context or database, not both")
+            if self.databases is None:
+                raise InvalidInput("database: no databases are configured on this server")
+            try:
+                database = self.databases.get(database)
+            except CodeRAGError as exc:
+                raise InvalidInput(f"database: {exc}") from None
+        return {"question": question, "k": k, "sql_context": sql_context, "repair": repair, "database": database}
 
     # --- retrieval ----------------------------------------------------------------------------------
     async def retrieve(self, question: str, k: int) -> list[dict]:
@@ -190,6 +203,8 @@ class RagModel(ServiceModel):
                 [s["text"] for s in snippets],
                 self.generator,
                 sql_context=request["sql_context"],
+                database=request["database"],
+                transpile=self.settings.transpile and request["database"] is not None,
                 repair=request["repair"],
                 max_tokens=self.settings.max_new_tokens,
                 timeout_s=self.settings.execute_timeout_s,
@@ -233,4 +248,4 @@ class RagModel(ServiceModel):
 def _statement_type(answer: Answer) -> str:
     from coderag.sql.guard import sql_guard
 
-    return sql_guard(answer.sql).statement_type if answer.sql else ""
+    return sql_guard(answer.sql, answer.dialect).statement_type if answer.sql else ""

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from coderag.config import CodeRAGSettings, http_url
 from coderag.errors import ConfigError
@@ -89,7 +89,7 @@ class RagSettings(CodeRAGSettings):
     FLAG_FIELDS: ClassVar = ("retriever_url", "retriever_model", "retriever_timeout_s", "index_dir", "encoder",
                              "llm_base_url", "llm_model", "llm_api_key_file", "llm_timeout_s", "k", "max_k",
                              "max_question_chars", "max_sql_context_chars", "max_new_tokens", "repair",
-                             "execute_timeout_s", "background_load")
+                             "execute_timeout_s", "background_load", "databases_file", "transpile")
 
     retriever_url: str | None = Field(
         None, description="base URL of the retriever service (v1 protocol); unset: in-process"
@@ -107,6 +107,25 @@ class RagSettings(CodeRAGSettings):
     background_load: bool = Field(
         False, description="start serving at once and load the in-process index in the background (503 until ready)"
     )
+    # Databases a request may name ("database": "shop"); URLs carry credentials, so they come from the
+    # environment or a mounted Secret, never from a flag or a request.
+    databases: SecretStr = Field(SecretStr(""), description='databases by name: JSON {"shop": "postgresql://..."} '
+                                                           "(environment only)")
+    databases_file: Path | None = Field(None, description="file holding the databases JSON (a mounted Secret); "
+                                                          "used when CODERAG_RAG_DATABASES is empty")
+    transpile: bool = Field(False, description="rewrite generated SQLite-style SQL into a named database's dialect")
+
+    def database_registry(self):
+        """The :class:`~coderag.sql.databases.DatabaseRegistry` of ``databases`` (or ``databases_file``)."""
+        from coderag.sql.databases import DatabaseRegistry
+
+        text = self.databases.get_secret_value()
+        if not text and self.databases_file is not None:
+            try:
+                text = self.databases_file.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ConfigError(f"cannot read databases_file ({exc.strerror})") from None
+        return DatabaseRegistry.from_json(text, show_reasons=False)
 
     @field_validator("retriever_url")
     @classmethod

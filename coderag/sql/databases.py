@@ -232,6 +232,8 @@ class Database:
         max_overflow: extra connections allowed under load, closed when returned.
         pool_timeout_s: how long a caller waits for a free connection before failing.
         connect_timeout_s: how long opening a connection may take.
+        show_reasons: put the driver's reason for a failed connection in the error; a service turns it
+            off, because the reason names hosts and ports (it is logged instead).
 
     Raises:
         DatabaseError: the URL is malformed or its backend is unsupported, or the driver is missing.
@@ -243,7 +245,7 @@ class Database:
     """
 
     def __init__(self, url: str, *, name: str | None = None, pool_size: int = 4, max_overflow: int = 4,
-                 pool_timeout_s: float = 10.0, connect_timeout_s: float = 10.0) -> None:
+                 pool_timeout_s: float = 10.0, connect_timeout_s: float = 10.0, show_reasons: bool = True) -> None:
         self.url = parse_database_url(url)
         self.backend = self.url.get_backend_name()
         self.dialect, self._label = DIALECTS[self.backend]
@@ -253,6 +255,7 @@ class Database:
         self._engine_lock = threading.Lock()
         self._pool = {"pool_size": pool_size, "max_overflow": max_overflow, "pool_timeout": pool_timeout_s}
         self._connect_timeout_s = connect_timeout_s
+        self._show_reasons = show_reasons
         if self.backend == "sqlite":
             self.path = Path(self.url.database)
 
@@ -283,8 +286,17 @@ class Database:
 
     @property
     def is_mariadb(self) -> bool:
-        """True for a MariaDB server (known once a connection has been made)."""
-        return self.backend in ("mysql", "mariadb") and bool(getattr(self.engine.dialect, "is_mariadb", False))
+        """True for a MariaDB server (a ``mysql://`` URL does not say: the first connection tells)."""
+        if self.backend == "mariadb":
+            return True
+        if self.backend != "mysql":
+            return False
+        if getattr(self.engine.dialect, "server_version_info", None) is None:
+            try:
+                self.check()
+            except CodeRAGError:
+                return False
+        return bool(getattr(self.engine.dialect, "is_mariadb", False))
 
     @property
     def label(self) -> str:
@@ -303,7 +315,9 @@ class Database:
             return self.engine.raw_connection()
         except Exception as exc:  # noqa: BLE001 - drivers raise their own errors
             reason = str(getattr(exc, "orig", exc) or exc).strip().splitlines()[0] if str(exc) else type(exc).__name__
-            raise DatabaseError(f"cannot connect to {self.label} database {self.name} ({reason}): check that it "
+            log.warning("cannot connect to database %s: %s", self.name, reason)
+            shown = f" ({reason})" if self._show_reasons else ""
+            raise DatabaseError(f"cannot connect to {self._label} database {self.name}{shown}: check that it "
                                 "runs and that the URL's host, database and user are right") from None
 
     def check(self) -> None:
