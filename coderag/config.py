@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import types
 import typing
 from pathlib import Path
@@ -44,6 +45,7 @@ from coderag.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+_URL_PASSWORD = re.compile(r"(://[^/@:\s]*:)[^/@\s]*@")
 DEFAULT_QUESTION = "What is the total revenue of orders placed by each customer?"
 MAX_K = 50
 
@@ -115,6 +117,8 @@ class CodeRAGSettings(BaseSettings):
             value = getattr(self, name)
             if isinstance(value, SecretStr):
                 value = "***" if value.get_secret_value() else ""
+            elif isinstance(value, str):
+                value = _URL_PASSWORD.sub(r"\1***@", value)  # a database URL's password
             elif not isinstance(value, (str, int, float, bool, type(None), list, dict)):
                 value = str(value)
             out[name] = value

@@ -320,6 +320,11 @@ def test_urls_are_validated_and_passwords_never_echoed():
     with pytest.raises(ConfigError, match="is not allowed"):
         DatabaseRegistry({"no spaces": "postgresql:///x"})
     assert DatabaseRegistry.from_json("").names() == []
+    # The CLI's --db may hold a password: the settings line logged at start-up masks it.
+    from coderag.config import JobSettings
+
+    assert JobSettings.from_flags(db="postgresql://reader:s3cret@db/shop").describe()["db"] == \
+        "postgresql://reader:***@db/shop"
 
 
 def test_transpile_sql_rewrites_sqlite_functions():
