@@ -434,7 +434,7 @@ def evaluate_benchmark(benchmark: Benchmark, *, generator=None, encoder_model=No
         chosen = prompt_schemas if prompt_schemas is not None else _prompt_schemas(benchmark, schemas, ranked, k)
         if len(chosen) != n:
             raise ConfigError(f"{len(chosen)} schema lists for {n} questions")
-        label = benchmark.dialect_label
+        label = "SQLite" if benchmark.transpile else benchmark.dialect_label  # transpile: SQLite, then sqlglot
         prompts = [build_messages(q.question, list(s), dialect=label)
                    for q, s in zip(benchmark.questions, chosen, strict=True)]
         replies = _replies(generator, prompts, max_new_tokens)

@@ -93,7 +93,7 @@ def answer_from_schemas(question: str, schemas: list[str], generator, *, sql_con
         sql_context: a context to build an in-memory database from (exclusive with ``db_path``).
         db_path: a SQLite file to run the SQL on, read-only.
         database: a database to run the SQL on, read-only (exclusive with the two above).
-        transpile: rewrite the generated SQL from SQLite into the database's dialect before the guard.
+        transpile: ask the model for SQLite and rewrite its SQL into the database's dialect before the guard.
         repair: ask once for a fix when execution fails.
         max_tokens: generation budget.
         timeout_s: time limit of one query run.
@@ -122,7 +122,8 @@ def answer_from_schemas(question: str, schemas: list[str], generator, *, sql_con
         dialect, label = database.dialect, database.label
         connect = database
     timings: dict[str, float] = {}
-    messages = build_messages(question, schemas, dialect=label)
+    # With transpile the model is asked for SQLite (what small models write best) and sqlglot converts it.
+    messages = build_messages(question, schemas, dialect="SQLite" if transpile else label)
     t0 = time.perf_counter()
     reply = generator.complete(messages, max_tokens=max_tokens, temperature=0.0)
     timings["generate"] = (time.perf_counter() - t0) * 1000
