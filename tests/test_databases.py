@@ -333,3 +333,16 @@ def test_transpile_sql_rewrites_sqlite_functions():
     assert transpile_sql("SELECT a FROM t ORDER BY a LIMIT 2", "mysql") == "SELECT a FROM t ORDER BY a LIMIT 2"
     with pytest.raises(SqlExecutionError, match="cannot transpile the SQL from sqlite to postgres"):
         transpile_sql("SELECT FROM WHERE (", "postgres")
+
+
+@needs_postgres
+def test_index_build_on_an_empty_schema_says_so_in_one_line(tmp_path, capsys):
+    name = f"coderag_t_{uuid.uuid4().hex[:10]}"
+    _admin(PG_SERVER, [f"CREATE SCHEMA {name}"])
+    try:
+        url = f"{PG_SERVER}?options=-csearch_path%3D{name}"
+        assert main(["index", "build", "--db", url, "--out", str(tmp_path / "index"), "--no-progress"]) == 2
+        assert capsys.readouterr().err == f"coderag: error: PostgreSQL database {url} holds no tables: nothing to index\n"
+        assert not (tmp_path / "index").exists()
+    finally:
+        _admin(PG_SERVER, [f"DROP SCHEMA {name}"])
