@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import types
 import typing
 from pathlib import Path
@@ -44,6 +45,7 @@ from coderag.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+_URL_PASSWORD = re.compile(r"(://[^/@:\s]*:)[^/@\s]*@")
 DEFAULT_QUESTION = "What is the total revenue of orders placed by each customer?"
 MAX_K = 50
 
@@ -115,6 +117,8 @@ class CodeRAGSettings(BaseSettings):
             value = getattr(self, name)
             if isinstance(value, SecretStr):
                 value = "***" if value.get_secret_value() else ""
+            elif isinstance(value, str):
+                value = _URL_PASSWORD.sub(r"\1***@", value)  # a database URL's password
             elif not isinstance(value, (str, int, float, bool, type(None), list, dict)):
                 value = str(value)
             out[name] = value
@@ -263,6 +267,13 @@ class JobSettings(CodeRAGSettings):
         "test-suite", description="EX semantics: the official test-suite evaluator's, or exact column order")
     keep_distinct: bool = Field(False, description="keep DISTINCT when comparing results (test-suite mode)")
     limit: int | None = Field(None, ge=1, description="score only the first N questions")
+    db: str | None = Field(None, description="database: an SQLAlchemy URL (sqlite:///file, postgresql://..., "
+                                             "mysql+pymysql://...) or a SQLite file; put a password in "
+                                             "CODERAG_DB or ~/.pgpass, not on the command line")
+    sample_values: int = Field(0, ge=0, le=20, description="distinct sample values per column put into each "
+                                                          "table's snippet when indexing a database")
+    transpile: bool = Field(False, description="rewrite generated SQLite-style SQL into the database's dialect "
+                                               "before the guard and execution")
 
     def schema_modes(self) -> list[str]:
         """The schemas modes to run, in order (``all``: retrieved, oracle, none)."""

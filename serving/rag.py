@@ -13,7 +13,9 @@
 ``rows`` are JSON values; a BLOB comes back as text ``"\\x"`` + lower-case hex (``x'ff00'`` -> ``"\\xff00"``).
 The SQL runs in :class:`coderag.sql.sandbox.SqlSandbox` (a worker process per request, with CPU, memory,
 size and result limits), on a database built from ``sql_context`` (unless ``allow_sql_context`` is off,
-as in staging and prod) or on a server-registered database named by ``database``. One budget,
+as in staging and prod) or on a server-registered SQLite database named by ``database``; a registered PostgreSQL or MariaDB
+database (the ``databases`` setting, from a Secret) is queried read-only at the server itself, in its
+dialect, with a server-side statement timeout. One budget,
 ``request_timeout_s``, covers the whole request: retrieval, generation and its retry, the context build,
 execution and repair.
 
@@ -69,6 +71,7 @@ class RagModel(ServiceModel):
         self.local_retriever = retriever
         self._client = None
         self.sandbox: SqlSandbox | None = None
+        self.databases = None  # the DatabaseRegistry of the databases setting, built by load()
         # Blocking work (sandbox I/O, generator calls) runs on the model's own threads, never the event loop's
         # small default pool: a request waiting for the LLM must not starve another one's sandbox.
         self._executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="coderag-rag")
@@ -78,12 +81,15 @@ class RagModel(ServiceModel):
 
     def stop(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        if self.databases is not None:
+            self.databases.close()
         super().stop()
 
     def load(self) -> bool:
         """Prepare the generator client and, without a retriever URL, load the index in-process."""
         settings = self.settings
         settings.check_retrieval_source()
+        self.databases = settings.database_registry()
         if self.generator is None:
             from coderag.generation.llm import OpenAIChatGenerator
 
@@ -155,7 +161,7 @@ class RagModel(ServiceModel):
             if not settings.allow_sql_context:
                 raise InvalidInput(
                     "this server does not accept sql_context: name a registered database with \"database\""
-                    + (f" (one of {', '.join(sorted(settings.databases))})" if settings.databases else "")
+                    + (f" (one of {', '.join(self._database_names())})" if self._database_names() else "")
                 )
             if not sql_context.strip():
                 raise InvalidInput("sql_context must be a non-empty string of CREATE TABLE / INSERT statements")
@@ -163,8 +169,8 @@ class RagModel(ServiceModel):
                 raise InvalidInput(
                     f"sql_context is {len(sql_context)} characters long, the limit is {settings.max_sql_context_chars}"
                 )
-        if database is not None and database not in settings.databases:
-            known = ", ".join(sorted(settings.databases)) or "none are registered"
+        if database is not None and database not in self._database_names():
+            known = ", ".join(self._database_names()) or "none are registered"
             raise InvalidInput(f"database {database!r} is not registered here: use one of {known}")
         return {
             "question": question,
@@ -174,6 +180,17 @@ class RagModel(ServiceModel):
             "repair": settings.repair if request.repair is None else request.repair,
         }
 
+    def _database_names(self) -> list[str]:
+        return [] if self.databases is None else self.databases.names()
+
+    def server_database(self, request: dict):
+        """The request's registered database when it is a server (PostgreSQL, MariaDB): queried read-only
+        at the database itself, with its own statement timeout; ``None`` for SQLite (the sandbox runs it)."""
+        if request["database"] is None:
+            return None
+        database = self.databases.get(request["database"])
+        return None if database.backend == "sqlite" else database
+
     def open_session(self, request: dict, deadline: float) -> SandboxSession | None:
         """A sandbox session on the request's context or database (blocking: call it off the event loop)."""
         if request["sql_context"] is None and request["database"] is None:
@@ -182,7 +199,7 @@ class RagModel(ServiceModel):
         try:
             if request["sql_context"] is not None:
                 return session.open(sql_context=request["sql_context"])
-            return session.open(db_path=self.settings.databases[request["database"]])
+            return session.open(db_path=self.databases.get(request["database"]).path)
         except SandboxContextError as exc:
             # A broken schema is the caller's error, not something the LLM should be asked to repair.
             what = "sql_context" if request["sql_context"] is not None else f"database {request['database']!r}"
@@ -238,7 +255,7 @@ class RagModel(ServiceModel):
         deadline = time.monotonic() + budget
         request = self.parse_request(payload)
         question = request["question"]
-        if request["sql_context"] is None and request["database"] is None:
+        if request["sql_context"] is None and (request["database"] is None or self.server_database(request)):
             return await self._answer(request, None, deadline)
         try:
             await asyncio.wait_for(self._slots.acquire(), _remaining(deadline))
@@ -276,6 +293,7 @@ class RagModel(ServiceModel):
         metrics.stage_latency.labels(service=SERVICE, stage="retrieve").observe(retrieve_s)
         partial = {"question": question, "snippets": snippets, "timings_ms": {"retrieve": retrieve_s * 1000}}
         generator = _BudgetedGenerator(self.generator, deadline, budget)
+        server_database = self.server_database(request)
         try:
             # The thread cannot be cancelled, but the generator and the sandbox both stop at the deadline;
             # the margin only covers their bookkeeping.
@@ -285,6 +303,8 @@ class RagModel(ServiceModel):
                 [s["text"] for s in snippets],
                 generator,
                 run_sql=None if session is None else session.run,
+                database=server_database,
+                transpile=self.settings.transpile and server_database is not None,
                 repair=request["repair"],
                 max_tokens=self.settings.max_new_tokens,
                 timeout_s=self.settings.execute_timeout_s,

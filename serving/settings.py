@@ -9,11 +9,11 @@ ones a service uses, which become its flags (secrets never do: ``CODERAG_LLM_API
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Annotated, ClassVar
+from typing import ClassVar
 
-from pydantic import Field, field_validator, model_validator
-from pydantic_settings import NoDecode
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from coderag.config import CodeRAGSettings, http_url
 from coderag.errors import ConfigError
@@ -107,8 +107,8 @@ class RagSettings(ServiceLimits):
                              "llm_base_url", "llm_model", "llm_api_key_file", "llm_timeout_s", "k", "max_k",
                              "max_question_chars", "max_sql_context_chars", "max_new_tokens", "repair",
                              "execute_timeout_s", "request_timeout_s", "allow_sql_context", "databases",
-                             "sandbox_memory_mb", "sandbox_sessions", "max_result_bytes", "background_load",
-                             *LIMIT_FIELDS)
+                             "databases_file", "transpile", "sandbox_memory_mb", "sandbox_sessions",
+                             "max_result_bytes", "background_load", *LIMIT_FIELDS)
 
     retriever_url: str | None = Field(
         None, description="base URL of the retriever service (v1 protocol); unset: in-process"
@@ -132,37 +132,51 @@ class RagSettings(ServiceLimits):
         True, description="accept a client-supplied sql_context (staging/prod overlays turn it off: name a "
                           "registered database instead)"
     )
-    databases: Annotated[dict[str, Path], NoDecode] = Field(
-        default_factory=dict,
-        description="databases requests may name, as NAME=PATH[,NAME=PATH...] (SQLite files, opened read-only)",
-    )
     sandbox_memory_mb: int = Field(512, ge=64, le=16384, description="memory limit of one SQL sandbox worker (MiB)")
     sandbox_sessions: int = Field(4, ge=1, le=64, description="SQL sandbox workers running at once")
     max_result_bytes: int = Field(1_048_576, ge=1024, description="largest SQL result returned (bytes)")
     background_load: bool = Field(
         False, description="start serving at once and load the in-process index in the background (503 until ready)"
     )
+    # Databases a request may name ("database": "shop"). URLs carry credentials: in a cluster they come from
+    # a Secret (env or databases_file); a flag shows in the process list, so use it for SQLite files only.
+    databases: SecretStr = Field(
+        SecretStr(""),
+        description='databases requests may name: JSON {"shop": "postgresql://..."} or NAME=URL[,NAME=URL...]; '
+                    "a URL may be a SQLite file path (opened read-only, queried in the sandbox); credentials "
+                    "belong in the environment or databases_file, never in a flag",
+    )
+    databases_file: Path | None = Field(None, description="file holding the databases JSON (a mounted Secret); "
+                                                          "used when CODERAG_RAG_DATABASES is empty")
+    transpile: bool = Field(False, description="rewrite generated SQLite-style SQL into a named database's dialect")
 
-    @field_validator("databases", mode="before")
-    @classmethod
-    def _parse_databases(cls, value):
-        if not isinstance(value, str):
-            return value
-        databases = {}
-        for item in filter(None, (part.strip() for part in value.split(","))):
-            name, sep, path = item.partition("=")
-            if not sep or not name.strip() or not path.strip():
-                raise ValueError(f"{item!r} is not NAME=PATH")
-            databases[name.strip()] = path.strip()
-        return databases
+    def database_registry(self):
+        """The :class:`~coderag.sql.databases.DatabaseRegistry` of ``databases`` (or ``databases_file``)."""
+        from coderag.sql.databases import DatabaseRegistry
 
-    @field_validator("databases")
-    @classmethod
-    def _databases_exist(cls, value: dict[str, Path]) -> dict[str, Path]:
-        for name, path in value.items():
-            if not path.is_file():
-                raise ValueError(f"database {name!r}: {path} is not a file")
-        return value
+        text = self.databases.get_secret_value()
+        if not text and self.databases_file is not None:
+            try:
+                text = self.databases_file.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ConfigError(f"cannot read databases_file ({exc.strerror})") from None
+        text = text.strip()
+        if text and not text.startswith("{"):
+            pairs = {}
+            for item in filter(None, (part.strip() for part in text.split(","))):
+                name, sep, url = item.partition("=")
+                if not sep or not name.strip() or not url.strip():
+                    raise ConfigError(f"invalid setting databases: {name.strip() or item!r} is not NAME=URL")
+                url = url.strip()
+                # A bare path is a SQLite file.
+                pairs[name.strip()] = url if "://" in url else f"sqlite:///{Path(url).absolute()}"
+            text = json.dumps(pairs)
+        registry = DatabaseRegistry.from_json(text, show_reasons=False)
+        for name in registry.names():
+            database = registry.get(name)
+            if database.backend == "sqlite" and not database.path.is_file():
+                raise ConfigError(f"invalid setting databases: database {name!r} is not a file")
+        return registry
 
     @field_validator("retriever_url")
     @classmethod

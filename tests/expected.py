@@ -52,9 +52,9 @@ def expected_status(pred: str | None, ex: bool, database: str) -> str:
         ex: the row's execution-accuracy verdict (only tells ``ok`` from ``mismatch``).
         database: a SQLite file path, or a script (``sql_context``) to build an in-memory database from.
     """
-    from coderag.sql.guard import sql_guard
-
     import sqlglot
+
+    from coderag.sql.guard import sql_guard
 
     if not pred or not pred.strip():
         return "parse_failure"

@@ -167,7 +167,7 @@ def test_overlay_values(env):
     assert all(p["minReplicas"] <= p["maxReplicas"] for p in (retriever, rag, generator))
     if env == "prod":
         assert retriever["minReplicas"] >= 2 and rag["minReplicas"] >= 2
-    rag_env = {e["name"]: e["value"] for e in rag["containers"][0]["env"]}
+    rag_env = {e["name"]: e.get("value") for e in rag["containers"][0]["env"]}
     # Client-supplied sql_context only in dev; staging and prod run SQL on registered databases.
     assert rag_env.get("CODERAG_RAG_ALLOW_SQL_CONTEXT", "true") == ("true" if env == "dev" else "false")
     assert rag_env["CODERAG_RAG_SANDBOX_SESSIONS"] == "2" and rag_env["CODERAG_RAG_SANDBOX_MEMORY_MB"] == "256"
@@ -189,7 +189,7 @@ def test_base_services_run_our_cli_and_settings():
         assert container["command"][0] == "coderag"
         args = build_parser().parse_args(container["command"][1:] + container["args"])
         assert args.model_name == name and args.http_port == 8080
-        ours = {e["name"]: e["value"] for e in container["env"] if e["name"].startswith(prefix)}
+        ours = {e["name"]: e["value"] for e in container["env"] if e["name"].startswith(prefix) and "value" in e}
         assert ours, name
         settings = settings_cls(**{k.removeprefix(prefix).lower(): v for k, v in ours.items()})
         assert settings is not None
@@ -229,10 +229,12 @@ def test_generator_uses_huggingface_runtime_with_vllm_on_one_gpu():
 @needs_kubectl
 def test_rag_reaches_services_the_base_defines():
     objects = build("base")
-    env = {
-        e["name"]: e["value"]
-        for e in by_kind(objects, "InferenceService", "coderag-rag")[0]["spec"]["predictor"]["containers"][0]["env"]
-    }
+    entries = by_kind(objects, "InferenceService", "coderag-rag")[0]["spec"]["predictor"]["containers"][0]["env"]
+    env = {e["name"]: e["value"] for e in entries if "value" in e}
+    # Database URLs carry credentials: they come from a Secret, never a plain value.
+    databases = next(e for e in entries if e["name"] == "CODERAG_RAG_DATABASES")
+    assert databases["valueFrom"]["secretKeyRef"] == {"name": "coderag-databases", "key": "databases.json",
+                                                      "optional": True}
     names = {o["metadata"]["name"] for o in by_kind(objects, "InferenceService")}
     for key in ("CODERAG_RAG_RETRIEVER_URL", "CODERAG_RAG_LLM_BASE_URL"):
         host = env[key].split("//", 1)[1].split("/", 1)[0]

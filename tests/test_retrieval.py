@@ -120,14 +120,14 @@ def test_shipped_cli_has_index_build_and_retrieve():
     import subprocess
     import sys
 
-    top = subprocess.run([sys.executable, "-m", "coderag", "--help"], capture_output=True, text=True, check=True).stdout
+    top = subprocess.run([sys.executable, "-m", "coderag.cli", "--help"], capture_output=True, text=True, check=True).stdout
     listed = {line.split()[0] for line in top.split("COMMAND", 2)[2].splitlines() if line.startswith("    ") and
               not line.startswith("     ")}
     assert {"index", "retrieve"} <= listed, listed
-    build = subprocess.run([sys.executable, "-m", "coderag", "index", "build", "--help"], capture_output=True,
+    build = subprocess.run([sys.executable, "-m", "coderag.cli", "index", "build", "--help"], capture_output=True,
                            text=True, check=True).stdout
     assert "--out" in build and "--n-records" in build
-    retrieve = subprocess.run([sys.executable, "-m", "coderag", "retrieve", "--help"], capture_output=True,
+    retrieve = subprocess.run([sys.executable, "-m", "coderag.cli", "retrieve", "--help"], capture_output=True,
                               text=True, check=True).stdout
     assert "--index" in retrieve and "--question" in retrieve
 

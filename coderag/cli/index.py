@@ -19,6 +19,8 @@ def _cmd_index_build(args: argparse.Namespace) -> int:
     # A wrong encoder path should fail before the corpus is loaded, not after.
     encoder = s.encoder or DEFAULT_ENCODER
     resolve_encoder_path(encoder)
+    if s.db is not None:
+        return _index_database(s, encoder, args)
     records = load_corpus(s.corpus, split=s.split, limit=s.n_records, seed=s.seed)
     schema_corpus = dedupe_schemas(records)
     if not schema_corpus.snippets:
@@ -40,6 +42,38 @@ def _cmd_index_build(args: argparse.Namespace) -> int:
         f"encoder {index.encoder_name}"
     )
     print(f"built in {seconds:.1f}s ({index.count / max(seconds, 1e-9):.1f} snippets/s); wrote {out}")
+    return 0
+
+
+def _index_database(s: JobSettings, encoder: str, args: argparse.Namespace) -> int:
+    """``index build --db``: one snippet per table of the live database; a no-op when its schema is unchanged."""
+    from coderag.retrieval.encoder import load_encoder
+    from coderag.retrieval.index import SchemaIndex, read_manifest
+    from coderag.sql.databases import open_database
+
+    database = open_database(s.db)
+    try:
+        schema = database.introspect(sample_values=s.sample_values)
+    finally:
+        database.close()
+    source = {**schema.to_manifest(), "encoder_requested": encoder}
+    previous = (read_manifest(args.out) or {}).get("source") or {}
+    if not args.force and previous == source:
+        print(f"schema of {schema.source} unchanged (fingerprint {source['schema_fingerprint'][:12]}, "
+              f"{len(schema.tables)} tables): {args.out} left as it is")
+        return 0
+    encoder_model = load_encoder(encoder)
+    started = time.perf_counter()
+    index = SchemaIndex.build(encoder_model, schema.snippets(), domains=[t.name for t in schema.tables],
+                              batch_size=s.batch_size, show_progress=args.progress)
+    index.source = source
+    seconds = time.perf_counter() - started
+    out = index.save(args.out)
+    why = "first build" if not previous else ("rebuilt on request" if previous == source else "schema changed")
+    print(f"indexed {index.count} tables of {schema.dialect} "
+          f"database {schema.source} ({why}; fingerprint {source['schema_fingerprint'][:12]}), dim {index.dim}, "
+          f"encoder {index.encoder_name}")
+    print(f"built in {seconds:.1f}s; wrote {out}")
     return 0
 
 
@@ -82,12 +116,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="embed a corpus's deduplicated schemas and save the index",
         description="Load a corpus, deduplicate its CREATE TABLE schema snippets, embed them with the "
                     "encoder and write sql_rag_faiss_index.bin, corpus_map.json and manifest.json to "
-                    "--out atomically.",
+                    "--out atomically. With --db URL, index a live database instead: one CREATE TABLE "
+                    "snippet per table (columns, types, keys, --sample-values), the manifest records the "
+                    "source and a schema fingerprint, and an unchanged schema leaves the index as it is.",
     )
     build.add_argument("--out", required=True, metavar="DIR", help="index directory to write (replaced atomically)")
     build.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                        help="show a progress bar (default: when stderr is a terminal)")
-    add_settings_flags(build, JobSettings, ("corpus", "split", "n_records", "seed", "encoder", "batch_size"))
+    build.add_argument("--force", action="store_true", help="with --db: rebuild even when the schema is unchanged")
+    add_settings_flags(build, JobSettings, ("corpus", "split", "n_records", "seed", "encoder", "batch_size", "db",
+                                            "sample_values"))
     build.set_defaults(func=_cmd_index_build)
 
     retrieve = sub.add_parser(

@@ -46,19 +46,24 @@ def _cmd_ask(args: argparse.Namespace) -> int:
             raise ConfigError(f"--questions-file {args.questions_file} holds no questions: one per line")
     else:
         questions = [validate_question(args.question_text)]
-    db_path = None
-    if args.db is not None:
-        from coderag.sql.execution import open_sqlite_readonly
+    database = None
+    if s.db is not None:
+        from coderag.sql.databases import open_database
 
-        open_sqlite_readonly(args.db).close()  # a missing or unreadable file fails before any model loads
-        db_path = str(args.db)
+        database = open_database(s.db)
+        database.check()  # an unreachable database or a missing file fails before any model loads
+    elif s.transpile:
+        raise ConfigError("--transpile needs --db URL: it rewrites SQL into that database's dialect")
     index = SchemaIndex.load(Path(args.index))
     encoder_model = load_encoder(s.encoder or index.encoder_name)
     index.check_compatible(encoder_model)
     generator = make_generator(s)
     answers = [answer_question(q, index=index, encoder_model=encoder_model, generator=generator, k=s.k,
-                               min_score=s.min_score, max_tokens=s.max_new_tokens, db_path=db_path)
+                               min_score=s.min_score, max_tokens=s.max_new_tokens, database=database,
+                               transpile=s.transpile)
                for q in questions]
+    if database is not None:
+        database.close()
     if args.json:
         payload = [a.to_dict() for a in answers]
         print(json.dumps(payload if args.questions_file is not None else payload[0], indent=2, default=str))
@@ -97,12 +102,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     ask = sub.add_parser("ask", help="answer one question with SQL from a built index",
                          description="Retrieve schemas from INDEX for the question, generate SQL, guard it; with "
-                                     "--db run it read-only on a SQLite file (one repair on error) and print rows.")
+                                     "--db run it read-only on a database (a SQLite file or an SQLAlchemy URL: "
+                                     "postgresql://..., mysql+pymysql://...; one repair on error) and print rows; "
+                                     "the prompt and the guard use that database's dialect.")
     ask.add_argument("question_text", metavar="QUESTION", nargs="?", help="the question (or --questions-file)")
     ask.add_argument("--questions-file", type=Path, metavar="FILE", help="answer every line of FILE")
-    ask.add_argument("--db", type=Path, metavar="FILE.sqlite",
-                     help="run the guarded SQL on this SQLite file, read-only, and print the rows")
     ask.add_argument("--index", required=True, help="index directory (from `coderag run` or `coderag index build`)")
     ask.add_argument("--json", action="store_true", help="print the answer as JSON")
-    add_settings_flags(ask, JobSettings, ("encoder", "min_score", *LLM_FLAGS))
+    add_settings_flags(ask, JobSettings, ("encoder", "min_score", "db", "transpile", *LLM_FLAGS))
     ask.set_defaults(func=_cmd_ask)

@@ -64,6 +64,22 @@ class Benchmark:
     db_paths: dict[str, Path] = field(default_factory=dict)
     connect_fn: Callable[[BenchmarkQuestion], sqlite3.Connection] | None = None
     _file_schemas: dict[str, dict | None] = field(default_factory=dict, repr=False)
+    # db_id -> a server Database (PostgreSQL, MariaDB) holding a copy of that database: then gold SQL is
+    # transpiled to the server's dialect and every query runs there (see coderag.evaluation.dialects).
+    server: Callable[[str], Any] | None = None
+    transpile: bool = False
+
+    @property
+    def dialect(self) -> str:
+        """The sqlglot dialect queries are executed in (``sqlite`` unless a server is set)."""
+        return self.server(self.questions[0].db_id).dialect if self.server and self.questions else "sqlite"
+
+    @property
+    def dialect_label(self) -> str:
+        """How the prompt names the dialect (``SQLite``, ``PostgreSQL``, ``MariaDB``)."""
+        if not (self.server and self.questions):
+            return "SQLite"
+        return self.server(self.questions[0].db_id).label
 
     def connect(self, question: BenchmarkQuestion) -> sqlite3.Connection | Path:
         """The database of ``question``: its SQLite file (Spider) or an in-memory build of its context."""
@@ -98,7 +114,7 @@ class Benchmark:
         if n < 1:
             raise ConfigError(f"--limit must be a positive number of questions, got {n}")
         return Benchmark(self.name, self.questions[:n], self.schemas, self.schema_names, self.schema_ids[:n],
-                         self.db_paths, self.connect_fn)
+                         self.db_paths, self.connect_fn, server=self.server, transpile=self.transpile)
 
 
 def load_spider_benchmark(spider_dir: str | Path, questions: str | Path | None = None) -> Benchmark:
@@ -315,19 +331,33 @@ def score_prediction(benchmark: Benchmark, index: int, pred: str, *, ex_mode: st
     question = benchmark.questions[index]
     if not pred.strip():
         return False, False, False, "parse_failure", "no SQL in the reply"
+    gold, dialect = question.gold, "sqlite"
+    if benchmark.server is not None:
+        from coderag.evaluation.dialects import gold_for_dialect, transpile_prediction
+
+        database = benchmark.server(question.db_id)
+        dialect = database.dialect
+        try:
+            gold = gold_for_dialect(question.gold, dialect, benchmark.sqlglot_schema(question))
+        except Exception as exc:  # noqa: BLE001 - a dialect gap of the gold query, reported
+            return False, False, False, "gold_failure", f"gold SQL does not transpile to {dialect}: {exc}"
+        if benchmark.transpile:
+            pred, error = transpile_prediction(pred, dialect, benchmark.sqlglot_schema(question))
+            if error:
+                return False, False, False, "parse_failure", error
     try:
-        parse_sql(pred)
+        parse_sql(pred, dialect)
     except SqlParseError as exc:
         return False, False, False, "parse_failure", str(exc)
-    em = normalized_em(pred, question.gold)
-    em_semantic = em or semantic_em(pred, question.gold, benchmark.sqlglot_schema(question))
-    verdict = sql_guard(pred)
+    em = normalized_em(pred, gold, dialect)
+    em_semantic = em or semantic_em(pred, gold, benchmark.sqlglot_schema(question), dialect)
+    verdict = sql_guard(pred, dialect)
     if not verdict.allowed:
         return False, em, em_semantic, "guard_refused", verdict.reason
-    database = benchmark.connect(question)
+    database = benchmark.server(question.db_id) if benchmark.server is not None else benchmark.connect(question)
     try:
-        outcome = execution_match(database, pred, question.gold, mode=ex_mode, keep_distinct=keep_distinct,
-                                  timeout_s=timeout_s)
+        outcome = execution_match(database, pred, gold, mode=ex_mode, keep_distinct=keep_distinct,
+                                  timeout_s=timeout_s, dialect=dialect)
     finally:
         if isinstance(database, sqlite3.Connection):
             database.close()
@@ -404,7 +434,9 @@ def evaluate_benchmark(benchmark: Benchmark, *, generator=None, encoder_model=No
         chosen = prompt_schemas if prompt_schemas is not None else _prompt_schemas(benchmark, schemas, ranked, k)
         if len(chosen) != n:
             raise ConfigError(f"{len(chosen)} schema lists for {n} questions")
-        prompts = [build_messages(q.question, list(s)) for q, s in zip(benchmark.questions, chosen, strict=True)]
+        label = "SQLite" if benchmark.transpile else benchmark.dialect_label  # transpile: SQLite, then sqlglot
+        prompts = [build_messages(q.question, list(s), dialect=label)
+                   for q, s in zip(benchmark.questions, chosen, strict=True)]
         replies = _replies(generator, prompts, max_new_tokens)
         preds = []
         for i, reply in enumerate(replies):
@@ -443,6 +475,7 @@ def evaluate_benchmark(benchmark: Benchmark, *, generator=None, encoder_model=No
                                    top1_score=top1, retrieved=retrieved))
     t_scoring = time.perf_counter() - started - t_retrieval - t_generation
     summary = summarize(rows, benchmark=benchmark.name, schemas=mode_label, k=k, ex_mode=ex_mode,
+                        dialect=benchmark.dialect,
                         keep_distinct=keep_distinct, retrieval=retrieval_summary,
                         timings_s={"retrieval": round(t_retrieval, 2), "generation": round(t_generation, 2),
                                    "scoring": round(t_scoring, 2)})

@@ -50,7 +50,8 @@ from coderag.sql.guard import sql_guard
 from coderag.sql.text import SqlParseError, parse_sql
 
 MODES = ("test-suite", "strict")
-Database = str | Path | sqlite3.Connection
+# A SQLite file or connection, or a server database (coderag.sql.databases.Database).
+Database = Any
 
 # String literals ('...' or "..."; Spider writes values in double quotes) and the code between them.
 _QUOTED_OR_CODE = re.compile(r"""('(?:[^']|'')*'?|"(?:[^"]|"")*"?)|([^'"]+)""")
@@ -280,25 +281,33 @@ def _lenient_text(raw: bytes) -> str:
     return raw.decode(errors="ignore")
 
 
-def _compare_on(conn: sqlite3.Connection, pred: str, gold: str, *, mode: str, order_matters: bool,
-                timeout_s: float, max_rows: int) -> ExecutionVerdict:
-    saved_factory = conn.text_factory
-    if mode == "test-suite":
+def _compare_on(conn, pred: str, gold: str, *, mode: str, order_matters: bool,
+                timeout_s: float, max_rows: int, dialect: str = "sqlite") -> ExecutionVerdict:
+    is_sqlite = isinstance(conn, sqlite3.Connection)
+    saved_factory = conn.text_factory if is_sqlite else None
+    if mode == "test-suite" and is_sqlite:
         conn.text_factory = _lenient_text
+
+    def run(sql: str) -> list[tuple]:
+        if is_sqlite:
+            return run_query(conn, sql, timeout_s=timeout_s, max_rows=max_rows)
+        return conn.run_query(sql, timeout_s=timeout_s, max_rows=max_rows)
+
     try:
         try:
-            gold_rows = run_query(conn, gold, timeout_s=timeout_s, max_rows=max_rows)
+            gold_rows = run(gold)
         except Exception as exc:  # noqa: BLE001 - a broken gold query is reported, not fatal
             return ExecutionVerdict(False, f"gold SQL failed: {exc}", gold_error=str(exc))
-        verdict = sql_guard(pred)
+        verdict = sql_guard(pred, dialect)
         if not verdict.allowed:
             return ExecutionVerdict(False, f"predicted SQL {verdict.reason}", pred_error=verdict.reason)
         try:
-            pred_rows = run_query(conn, pred, timeout_s=timeout_s, max_rows=max_rows)
+            pred_rows = run(pred)
         except Exception as exc:  # noqa: BLE001 - any failure of predicted SQL scores 0
             return ExecutionVerdict(False, f"predicted SQL failed: {exc}", pred_error=str(exc))
     finally:
-        conn.text_factory = saved_factory
+        if is_sqlite:
+            conn.text_factory = saved_factory
     if mode == "strict":
         if strict_results_match(pred_rows, gold_rows, ordered=order_matters):
             return ExecutionVerdict(True, "same result")
@@ -312,7 +321,7 @@ def _compare_on(conn: sqlite3.Connection, pred: str, gold: str, *, mode: str, or
 
 
 def _databases(db: Database | Sequence[Database]) -> list[Database]:
-    if isinstance(db, (str, Path, sqlite3.Connection)):
+    if isinstance(db, (str, Path, sqlite3.Connection)) or callable(getattr(db, "run_query", None)):
         return [db]
     databases = list(db)
     if not databases:
@@ -322,12 +331,13 @@ def _databases(db: Database | Sequence[Database]) -> list[Database]:
 
 def execution_match(db: Database | Sequence[Database], pred_sql: str, gold_sql: str, *,
                     mode: str = "test-suite", keep_distinct: bool = False, timeout_s: float = 5.0,
-                    max_rows: int = 100_000) -> ExecutionVerdict:
+                    max_rows: int = 100_000, dialect: str = "sqlite") -> ExecutionVerdict:
     """Execution Accuracy of one prediction: run it and the gold query, compare their results.
 
     Args:
-        db: A SQLite file (opened read-only and closed again), an open connection (left open), or a list
-            of them (a test suite: the prediction must match on each).
+        db: A SQLite file (opened read-only and closed again), an open connection (left open), a server
+            :class:`~coderag.sql.databases.Database` (read-only at the server), or a list of them (a test
+            suite: the prediction must match on each).
         pred_sql: The predicted query.
         gold_sql: The gold query.
         mode: ``"test-suite"`` (official semantics, see the module doc) or ``"strict"`` (today's
@@ -335,6 +345,7 @@ def execution_match(db: Database | Sequence[Database], pred_sql: str, gold_sql: 
         keep_distinct: In ``test-suite`` mode, keep DISTINCT instead of dropping it from both queries.
         timeout_s: Time limit of each query run, in seconds.
         max_rows: Most rows a query may return before it counts as failed.
+        dialect: sqlglot dialect both queries are written in (that of the database).
 
     Returns:
         An :class:`ExecutionVerdict`; ``match`` is False with ``pred_error`` set when the prediction does
@@ -360,19 +371,20 @@ def execution_match(db: Database | Sequence[Database], pred_sql: str, gold_sql: 
     if mode == "test-suite":
         pred, gold = join_spaced_operators(pred_sql), join_spaced_operators(gold_sql)
         if not keep_distinct:
-            pred, gold = strip_distinct(pred), strip_distinct(gold)
-        order_matters = gold_orders(gold)
+            pred, gold = strip_distinct(pred, dialect), strip_distinct(gold, dialect)
+        order_matters = gold_orders(gold, dialect)
     else:
         pred, gold = pred_sql, gold_sql
         order_matters = gold_orders(gold, top_level=True)
     verdict = ExecutionVerdict(True, "same result")
     for i, database in enumerate(databases):
-        conn = database if isinstance(database, sqlite3.Connection) else open_sqlite_readonly(database)
+        opened = isinstance(database, (str, Path))
+        conn = open_sqlite_readonly(database) if opened else database
         try:
             verdict = _compare_on(conn, pred, gold, mode=mode, order_matters=order_matters, timeout_s=timeout_s,
-                                  max_rows=max_rows)
+                                  max_rows=max_rows, dialect=dialect)
         finally:
-            if conn is not database:
+            if opened:
                 conn.close()
         if not verdict.match:
             if len(databases) > 1:

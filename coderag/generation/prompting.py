@@ -45,8 +45,8 @@ def load_template() -> dict[str, string.Template]:
     return sections
 
 
-def build_messages(question: str, schemas: list[str]) -> list[dict[str, str]]:
-    """OpenAI chat messages asking for one SQLite SELECT in a ```sql block.
+def build_messages(question: str, schemas: list[str], dialect: str = "SQLite") -> list[dict[str, str]]:
+    """OpenAI chat messages asking for one SELECT in ``dialect`` in a ```sql block.
 
     ``schemas`` are the retrieved CREATE TABLE snippets, best first; an empty list gives the
     no-retrieval baseline prompt. Raises :class:`QuestionError` for an empty question.
@@ -54,6 +54,8 @@ def build_messages(question: str, schemas: list[str]) -> list[dict[str, str]]:
     Args:
         question: the user's question.
         schemas: retrieved schema snippets, best first (may be empty).
+        dialect: the database's SQL dialect as the system message names it (``SQLite``, ``PostgreSQL``,
+            ``MariaDB``, ``MySQL``).
 
     Returns:
         System, demonstration (user + assistant) and user messages as ``{"role", "content"}`` dicts.
@@ -74,7 +76,7 @@ def build_messages(question: str, schemas: list[str]) -> list[dict[str, str]]:
     else:
         user = template["user_no_schema"].safe_substitute(question=question.strip())
     return [
-        {"role": "system", "content": template["system"].safe_substitute()},
+        {"role": "system", "content": template["system"].safe_substitute(dialect=dialect)},
         {"role": "user", "content": template["example_user"].safe_substitute()},
         {"role": "assistant", "content": template["example_assistant"].safe_substitute()},
         {"role": "user", "content": user},

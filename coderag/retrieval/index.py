@@ -77,6 +77,7 @@ class SchemaIndex:
         encoder_name: str,
         encoder_fingerprint: str | None = None,
         created_at: str | None = None,
+        source: dict[str, Any] | None = None,
     ) -> None:
         if faiss_index.ntotal != len(snippets) or len(snippets) != len(domains):
             raise SchemaIndexError(
@@ -88,6 +89,8 @@ class SchemaIndex:
         self.encoder_name = encoder_name
         self.encoder_fingerprint = encoder_fingerprint
         self.created_at = created_at
+        # Where the snippets came from (a live database: its URL without password and schema fingerprint).
+        self.source = source
 
     @property
     def dim(self) -> int:
@@ -262,7 +265,8 @@ class SchemaIndex:
             files: SHA-256 per index file name (filled in by :meth:`save`).
 
         Returns:
-            A JSON-serialisable dict: format version, encoder, fingerprint, dim, count, metric, files, creation time.
+            A JSON-serialisable dict: format version, encoder, fingerprint, dim, count, metric, files, creation
+            time, and ``source`` when the index was built from a live database.
 
         Example:
             >>> index = SchemaIndex.from_vectors(np.eye(2), ["CREATE TABLE a (x INT);", "CREATE TABLE b (y INT);"])
@@ -279,6 +283,7 @@ class SchemaIndex:
             "faiss_index": type(self.faiss_index).__name__,
             "files": files or {},
             "created_at": self.created_at,
+            **({"source": self.source} if self.source is not None else {}),
         }
 
     def save(self, directory: str | os.PathLike) -> Path:
@@ -375,9 +380,25 @@ class SchemaIndex:
             raise SchemaIndexError(f"index file in {root} has dim {flat.d} but its manifest says {dim}: {_REBUILD}")
         if expected_dim is not None and int(expected_dim) != dim:
             raise SchemaIndexError(f"index dim {dim} does not match encoder dim {expected_dim}: {_REBUILD}")
-        index = cls(flat, snippets, domains, manifest["encoder"], manifest.get("encoder_fingerprint"), manifest.get("created_at"))
+        index = cls(flat, snippets, domains, manifest["encoder"], manifest.get("encoder_fingerprint"),
+                    manifest.get("created_at"), manifest.get("source"))
         log.info("index loaded dir=%s count=%d dim=%d encoder=%s", root, count, dim, index.encoder_name)
         return index
+
+
+def read_manifest(directory: str | os.PathLike) -> dict[str, Any] | None:
+    """The manifest of the index in ``directory``, or None when there is no readable one (no error).
+
+    For a cheap "is this index up to date?" check before any model is loaded.
+
+    Example:
+        >>> (read_manifest("out/index") or {}).get("source", {}).get("schema_fingerprint")  # doctest: +SKIP
+        '3f1c...'
+    """
+    try:
+        return _read_manifest(Path(directory).expanduser())
+    except SchemaIndexError:
+        return None
 
 
 def _read_manifest(root: Path) -> dict[str, Any]:

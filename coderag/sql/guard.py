@@ -81,11 +81,13 @@ def _describe(node: exp.Expression) -> str:
     return node.key.upper()
 
 
-def sql_guard(sql: str) -> GuardVerdict:
+def sql_guard(sql: str, dialect: str = "sqlite") -> GuardVerdict:
     """Allow ``sql`` only when it is exactly one read-only query; otherwise refuse with the reason.
 
     Args:
         sql: the SQL text to check (typically from :func:`coderag.sql.text.extract_sql`).
+        dialect: the sqlglot dialect it is parsed with (``sqlite``, ``postgres``, ``mysql``): the one of
+            the database it would run on.
 
     Returns:
         A :class:`GuardVerdict`; unparseable or empty SQL is refused, never raised.
@@ -99,7 +101,7 @@ def sql_guard(sql: str) -> GuardVerdict:
     if not sql or not sql.strip():
         return GuardVerdict(False, "refused: there is no SQL to run.", "")
     try:
-        trees = parse_statements(sql)
+        trees = parse_statements(sql, dialect)
     except SqlParseError as exc:
         return GuardVerdict(False, f"refused: {exc}", "")
     if len(trees) > 1:

@@ -22,6 +22,8 @@ class SqlParseError(CodeRAGError):
 # An info string (```sql) only counts when a newline follows it: in ```SELECT 1``` the word is code.
 _FENCE = re.compile(r"```(?:[ \t]*([A-Za-z0-9_+-]+)?[ \t]*\n)?(.*?)(?:```|\Z)", re.DOTALL)
 _SQL_PREFIX = re.compile(r"^\s*(?:sql(?:ite)?\s*(?:query)?\s*:|query\s*:|answer\s*:)\s*", re.IGNORECASE)
+# Info strings of a fenced block that mark it as SQL (a model asked for PostgreSQL may write ```postgresql).
+SQL_FENCE_TAGS = frozenset({"sql", "sqlite", "postgresql", "postgres", "psql", "pgsql", "mysql", "mariadb"})
 _QUERY_START = re.compile(r"\b(SELECT|WITH)\b", re.IGNORECASE)
 _STATEMENT_START = re.compile(r"\b(INSERT|UPDATE|DELETE|DROP|CREATE|ALTER|ATTACH|DETACH|PRAGMA|REPLACE|VACUUM|BEGIN|"
                               r"REINDEX|ANALYZE|SELECT|WITH)\b", re.IGNORECASE)
@@ -88,7 +90,7 @@ def _all_statements(text: str) -> str:
 def extract_sql(reply: str) -> str:
     """The SQL query an LLM reply holds, without fences, prose or trailing semicolons ("" if none).
 
-    Prefers a ```sql (or ```sqlite) block, then any ``` block that contains SELECT/WITH; without fences
+    Prefers a ```sql (or ```sqlite, ```postgresql, ```mysql, ...) block, then any ``` block that contains SELECT/WITH; without fences
     it takes the text from the first SELECT/WITH keyword up to a blank line. When the SQL holds several
     statements all of them are returned, joined by ``"; "`` (the guard refuses more than one).
 
@@ -105,8 +107,8 @@ def extract_sql(reply: str) -> str:
     if not reply or not reply.strip():
         return ""
     blocks = _fenced_blocks(reply)
-    tagged = [body for lang, body in blocks if lang in ("sql", "sqlite")]
-    untagged = [body for lang, body in blocks if lang not in ("sql", "sqlite") and _QUERY_START.search(body)]
+    tagged = [body for lang, body in blocks if lang in SQL_FENCE_TAGS]
+    untagged = [body for lang, body in blocks if lang not in SQL_FENCE_TAGS and _QUERY_START.search(body)]
     for body in tagged + untagged:
         sql = _all_statements(_SQL_PREFIX.sub("", body.strip()))
         if sql:
