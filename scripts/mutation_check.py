@@ -51,6 +51,8 @@ RANKING = ("tests/test_evaluation.py",)
 GATE = ("tests/test_gate.py",)
 PROMOTION = ("tests/test_promotion.py",)
 COMPONENTS = ("tests/test_components.py",)
+SERVING_ERRORS = ("tests/test_serving_errors.py",)
+SERVING_RAG = ("tests/test_serving_rag.py",)
 
 MUTANTS: list[Mutant] = [
     # --- the guard: only one read-only query may reach a database ------------------------------------------
@@ -144,6 +146,26 @@ MUTANTS: list[Mutant] = [
            PROMOTION),
     Mutant("promotion-any-image-reference", "coderag/release/promotion.py",
            "if not _IMAGE_REF.match(release.image):", "if False:", PROMOTION),
+    # --- serving: error mapping and metrics ---------------------------------------------------------------------
+    Mutant("serving-bad-input-is-500", "serving/errors.py",
+           "    if isinstance(exc, (QuestionError, ConfigError)):\n        return 400",
+           "    if isinstance(exc, (QuestionError, ConfigError)):\n        return 500", SERVING_ERRORS),
+    Mutant("serving-backend-down-is-502", "serving/errors.py",
+           "    if isinstance(exc, (GeneratorUnavailable, SchemaIndexError, EncoderError)):\n        return 503",
+           "    if isinstance(exc, (GeneratorUnavailable, SchemaIndexError, EncoderError)):\n        return 502",
+           SERVING_ERRORS),
+    Mutant("serving-execution-errors-not-counted", "serving/rag.py",
+           "            metrics.execution_errors.labels(service=SERVICE).inc()", "            pass", SERVING_RAG),
+    Mutant("serving-execute-latency-not-observed", "serving/rag.py",
+           '("generate", "generate"), ("execute", "execute"),', '("generate", "generate"),', SERVING_RAG),
+    Mutant("serving-guard-refusals-not-counted", "serving/rag.py",
+           "                metrics.guard_refusals.labels(service=SERVICE).inc()", "                pass", SERVING_RAG),
+    Mutant("serving-probes-counted-as-requests", "serving/errors.py", 'if route not in ("metrics", "health"):',
+           "if True:", SERVING_ERRORS),
+    Mutant("repair-skips-the-guard", "coderag/generation/answer.py",
+           "        sql2, verdict2 = _prepare(reply2, dialect, transpile)",
+           "        sql2, verdict2 = _prepare(reply2, dialect, transpile)\n"
+           '        verdict2 = GuardVerdict(True, "allowed: unchecked", "SELECT")', SERVING_RAG),
     # --- the shells and stages that carry those decisions (the breakages an audit found unguarded) ---------------
     Mutant("gate-component-drops-ex-floor", "components/gate.py",
            '{"recall@5": min_recall_at_5, "ex": min_execution_accuracy}', '{"recall@5": min_recall_at_5}', COMPONENTS),

@@ -42,6 +42,8 @@ def build_service_parser(service: str, prog: str | None = None) -> argparse.Argu
     parser = argparse.ArgumentParser(
         prog=prog,
         parents=[kserve_parser],
+        # No prefixes: --databases must never silently mean --databases_file.
+        allow_abbrev=False,
         description=SERVICE_HELP[service],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         epilog=f"Every CodeRAG flag may also be set as {settings_cls.model_config['env_prefix']}<FLAG> (upper case); "

@@ -106,8 +106,7 @@ class RagSettings(ServiceLimits):
     FLAG_FIELDS: ClassVar = ("retriever_url", "retriever_model", "retriever_timeout_s", "index_dir", "encoder",
                              "llm_base_url", "llm_model", "llm_api_key_file", "llm_timeout_s", "k", "max_k",
                              "max_question_chars", "max_sql_context_chars", "max_new_tokens", "repair",
-                             "execute_timeout_s", "request_timeout_s", "allow_sql_context", "databases",
-                             "databases_file", "transpile", "sandbox_memory_mb", "sandbox_sessions",
+                             "execute_timeout_s", "request_timeout_s", "allow_sql_context", "databases_file", "transpile", "sandbox_memory_mb", "sandbox_sessions",
                              "max_result_bytes", "background_load", *LIMIT_FIELDS)
 
     retriever_url: str | None = Field(

@@ -69,8 +69,9 @@ def demo_db(tmp_path_factory):
 @pytest.fixture(scope="module")
 def hostile_rag(retriever_service, scripted_llm, demo_db, tmp_path_factory):
     flags = ["--retriever_url", retriever_service.url, "--llm_base_url", scripted_llm.url, "--llm_model", "scripted",
-             "--request_timeout_s", str(BUDGET_S), "--body_timeout_s", "2", "--databases", f"demo={demo_db}"]
-    service = start_service("rag", flags, tmp_path_factory.mktemp("hostile-logs"), model_name="coderag-rag")
+             "--request_timeout_s", str(BUDGET_S), "--body_timeout_s", "2"]
+    service = start_service("rag", flags, tmp_path_factory.mktemp("hostile-logs"), model_name="coderag-rag",
+                            env={"CODERAG_RAG_DATABASES": f"demo={demo_db}"})
     yield service
     service.stop()
 
@@ -367,8 +368,9 @@ def test_openapi_documents_the_request_models(hostile_rag, retriever_service):
 
 def test_client_contexts_can_be_turned_off(retriever_service, scripted_llm, demo_db, tmp_path):
     flags = ["--retriever_url", retriever_service.url, "--llm_base_url", scripted_llm.url, "--llm_model", "scripted",
-             "--allow_sql_context", "false", "--databases", f"demo={demo_db}"]
-    service = start_service("rag", flags, tmp_path, model_name="coderag-rag")
+             "--allow_sql_context", "false"]
+    service = start_service("rag", flags, tmp_path, model_name="coderag-rag",
+                            env={"CODERAG_RAG_DATABASES": f"demo={demo_db}"})
     try:
         refused = _post(service, RAG, {"question": "Q-count", "sql_context": CONTEXT})
         assert refused.status_code == 400
