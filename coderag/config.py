@@ -263,6 +263,25 @@ class JobSettings(CodeRAGSettings):
         "test-suite", description="EX semantics: the official test-suite evaluator's, or exact column order")
     keep_distinct: bool = Field(False, description="keep DISTINCT when comparing results (test-suite mode)")
     limit: int | None = Field(None, ge=1, description="score only the first N questions")
+    device: str | None = Field(None, pattern=r"^(cpu|cuda(:\d+)?|mps)$",
+                               description="encode with the tokenise-ahead encoder on this device (cuda: fp16, "
+                                           "worker tokenisers); default: plain sentence-transformers encode")
+    encode_workers: int | None = Field(None, ge=0, le=256, description="tokenizer processes with --device "
+                                                                       "(default: CPU cores - 1)")
+    index_type: Literal["flat", "ivf", "hnsw"] = Field("flat", description="FAISS structure: exact flat, or "
+                                                                          "approximate ivf / hnsw for large corpora")
+    nlist: int | None = Field(None, ge=1, description="IVF cells (default sqrt(n))")
+    nprobe: int | None = Field(None, ge=1, description="IVF cells searched per query (default nlist/16)")
+    hnsw_m: int | None = Field(None, ge=2, le=256, description="HNSW links per node (default 32)")
+    ef_construction: int | None = Field(None, ge=1, description="HNSW build candidate list (default 80)")
+    ef_search: int | None = Field(None, ge=1, description="HNSW search candidate list (default 128)")
+
+    def index_spec(self):
+        """The :class:`~coderag.retrieval.ann.IndexSpec` these settings describe."""
+        from coderag.retrieval.ann import IndexSpec
+
+        return IndexSpec(self.index_type, nlist=self.nlist, nprobe=self.nprobe, hnsw_m=self.hnsw_m,
+                         ef_construction=self.ef_construction, ef_search=self.ef_search)
 
     def schema_modes(self) -> list[str]:
         """The schemas modes to run, in order (``all``: retrieved, oracle, none)."""
