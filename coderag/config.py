@@ -343,7 +343,8 @@ PIPELINE_PARAMETERS = (
     "corpus", "n_records", "eval_fraction", "synth_backend", "max_train_pairs", "n_negatives",
     "encoder", "epochs", "batch_size", "max_steps", "learning_rate", "k", "n_eval",
     "max_new_tokens", "llm_base_url", "llm_model", "benchmark_dir", "n_benchmark", "min_recall_at_5", "min_execution_accuracy",
-    "max_regression", "current_metrics", "deploy_dir", "promote_repo", "promote_env", "seed",
+    "max_regression", "current_metrics", "shard_size", "index_device", "index_type", "deploy_dir", "promote_repo",
+    "promote_env", "seed",
 )
 
 
@@ -382,6 +383,11 @@ class PipelineSettings(CodeRAGSettings):
     max_regression: float = Field(0.0, ge=0, description="how far below the deployed metrics the gate tolerates")
     current_metrics: str = Field("", description="deployed release JSON to gate against "
                                                  "(local run: <deploy_dir>/current.json)")
+    shard_size: int = Field(50000, ge=1, description="unique schemas per embedding shard; each shard is one pod "
+                                                    "under dsl.ParallelFor, merged into one index")
+    index_device: Literal["", "cuda", "cpu"] = Field("", description="embed shards with the tokenise-ahead encoder "
+                                                                     "on this device (empty: plain encode)")
+    index_type: Literal["flat", "ivf", "hnsw"] = Field("flat", description="FAISS structure of the merged index")
     deploy_dir: str = Field("", description="where passing releases are published (local run: runs/deployed)")
     promote_repo: str = Field("", description="GitOps repository to promote into: a git remote URL or a checkout "
                                               "(empty: no promotion)")

@@ -162,6 +162,10 @@ def test_overlay_values(env):
     assert all(p["minReplicas"] <= p["maxReplicas"] for p in (retriever, rag, generator))
     if env == "prod":
         assert retriever["minReplicas"] >= 2 and rag["minReplicas"] >= 2
+    # The retriever autoscales on concurrency: (min, max, target in-flight requests per pod) per environment.
+    scaling = (retriever["minReplicas"], retriever["maxReplicas"], retriever["scaleMetric"], retriever["scaleTarget"])
+    assert scaling == {"dev": (0, 1, "concurrency", 16), "staging": (1, 3, "concurrency", 8),
+                       "prod": (2, 8, "concurrency", 8)}[env]
 
 
 @needs_kubectl

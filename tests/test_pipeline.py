@@ -19,7 +19,7 @@ from components import IMAGE
 from pipelines.coderag_pipeline import LLM_SECRET_NAME, coderag_pipeline
 from pipelines.run import DEFAULT_PACKAGE, PipelineSubmitError, compile_pipeline, run_local, submit
 
-EXECUTORS = {"synthesize", "finetune", "build-index", "evaluate", "gate", "deploy", "skip-deploy",
+EXECUTORS = {"synthesize", "finetune", "plan-shards", "embed-shard", "build-index", "evaluate", "gate", "deploy", "skip-deploy",
              "record-run-status"}
 TINY = {"n_records": 200, "max_train_pairs": 32, "batch_size": 8, "max_steps": 2, "k": 2,
         "n_eval": 2, "max_new_tokens": 24}
