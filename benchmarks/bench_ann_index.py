@@ -31,9 +31,29 @@ def _unit(rows: np.ndarray) -> np.ndarray:
     return rows
 
 
-def _build(spec: IndexSpec, vectors: np.ndarray) -> tuple[faiss.Index, float]:
+class IvfPq:
+    """IVF with product-quantised codes (benchmark only, for the capacity table): 48 bytes a vector."""
+
+    trained = True
+
+    def __init__(self, n: int) -> None:
+        self.spec = IndexSpec("ivf").resolved(n)
+
+    def params(self) -> dict:
+        return {"nlist": self.spec.nlist, "nprobe": self.spec.nprobe, "pq": "48x8"}
+
+    def train_size(self, n: int) -> int:
+        return min(n, max(self.spec.train_size(n), 256 * 64))
+
+    def new(self, dim: int) -> faiss.Index:
+        index = faiss.index_factory(dim, f"IVF{self.spec.nlist},PQ48", faiss.METRIC_INNER_PRODUCT)
+        faiss.extract_index_ivf(index).nprobe = self.spec.nprobe
+        return index
+
+
+def _build(spec, vectors: np.ndarray) -> tuple[faiss.Index, float]:
     started = time.perf_counter()
-    index = new_faiss_index(spec, vectors.shape[1])
+    index = spec.new(vectors.shape[1]) if isinstance(spec, IvfPq) else new_faiss_index(spec, vectors.shape[1])
     if spec.trained:
         rows = np.random.default_rng(0).choice(len(vectors), size=spec.train_size(len(vectors)), replace=False)
         train_faiss_index(index, vectors[np.sort(rows)])
@@ -56,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--queries", type=int, default=1000, help="single-query searches timed per type")
     parser.add_argument("--vectors", default=None, help="directory with real snippet / question vectors (.npy)")
-    parser.add_argument("--types", default="flat,ivf,hnsw")
+    parser.add_argument("--types", default="flat,ivf,hnsw,ivfpq", help="ivfpq: benchmark-only IVF-PQ (48 B codes)")
     parser.add_argument("--nprobe", type=int, default=None)
     parser.add_argument("--ef-search", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None, help="FAISS OpenMP threads (default: all cores)")
@@ -66,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         faiss.omp_set_num_threads(args.threads)
     types = args.types.split(",")
 
-    def spec_for(kind: str, n: int) -> IndexSpec:
+    def spec_for(kind: str, n: int):
+        if kind == "ivfpq":
+            return IvfPq(n)
         return IndexSpec(kind, nprobe=args.nprobe if kind == "ivf" else None,
                          ef_search=args.ef_search if kind == "hnsw" else None).resolved(n)
 
