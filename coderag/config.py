@@ -274,6 +274,25 @@ class JobSettings(CodeRAGSettings):
                                                           "table's snippet when indexing a database")
     transpile: bool = Field(False, description="rewrite generated SQLite-style SQL into the database's dialect "
                                                "before the guard and execution")
+    device: str | None = Field(None, pattern=r"^(cpu|cuda(:\d+)?|mps)$",
+                               description="encode with the tokenise-ahead encoder on this device (cuda: fp16, "
+                                           "worker tokenisers); default: plain sentence-transformers encode")
+    encode_workers: int | None = Field(None, ge=0, le=256, description="tokenizer processes with --device "
+                                                                       "(default: CPU cores - 1)")
+    index_type: Literal["flat", "ivf", "hnsw"] = Field("flat", description="FAISS structure: exact flat, or "
+                                                                          "approximate ivf / hnsw for large corpora")
+    nlist: int | None = Field(None, ge=1, description="IVF cells (default sqrt(n))")
+    nprobe: int | None = Field(None, ge=1, description="IVF cells searched per query (default nlist/16)")
+    hnsw_m: int | None = Field(None, ge=2, le=256, description="HNSW links per node (default 32)")
+    ef_construction: int | None = Field(None, ge=1, description="HNSW build candidate list (default 80)")
+    ef_search: int | None = Field(None, ge=1, description="HNSW search candidate list (default 128)")
+
+    def index_spec(self):
+        """The :class:`~coderag.retrieval.ann.IndexSpec` these settings describe."""
+        from coderag.retrieval.ann import IndexSpec
+
+        return IndexSpec(self.index_type, nlist=self.nlist, nprobe=self.nprobe, hnsw_m=self.hnsw_m,
+                         ef_construction=self.ef_construction, ef_search=self.ef_search)
 
     def schema_modes(self) -> list[str]:
         """The schemas modes to run, in order (``all``: retrieved, oracle, none)."""
@@ -335,7 +354,8 @@ PIPELINE_PARAMETERS = (
     "corpus", "n_records", "eval_fraction", "synth_backend", "max_train_pairs", "n_negatives",
     "encoder", "epochs", "batch_size", "max_steps", "learning_rate", "k", "n_eval",
     "max_new_tokens", "llm_base_url", "llm_model", "benchmark_dir", "n_benchmark", "min_recall_at_5", "min_execution_accuracy",
-    "max_regression", "current_metrics", "deploy_dir", "promote_repo", "promote_env", "seed",
+    "max_regression", "current_metrics", "shard_size", "index_device", "index_type", "deploy_dir", "promote_repo",
+    "promote_env", "seed",
 )
 
 
@@ -374,6 +394,11 @@ class PipelineSettings(CodeRAGSettings):
     max_regression: float = Field(0.0, ge=0, description="how far below the deployed metrics the gate tolerates")
     current_metrics: str = Field("", description="deployed release JSON to gate against "
                                                  "(local run: <deploy_dir>/current.json)")
+    shard_size: int = Field(50000, ge=1, description="unique schemas per embedding shard; each shard is one pod "
+                                                    "under dsl.ParallelFor, merged into one index")
+    index_device: Literal["", "cuda", "cpu"] = Field("", description="embed shards with the tokenise-ahead encoder "
+                                                                     "on this device (empty: plain encode)")
+    index_type: Literal["flat", "ivf", "hnsw"] = Field("flat", description="FAISS structure of the merged index")
     deploy_dir: str = Field("", description="where passing releases are published (local run: runs/deployed)")
     promote_repo: str = Field("", description="GitOps repository to promote into: a git remote URL or a checkout "
                                               "(empty: no promotion)")

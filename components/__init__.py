@@ -5,7 +5,7 @@ installed, so the function bodies import it and call one core function; the loca
 (``kfp.local.SubprocessRunner(use_venv=False)``) runs the same bodies in the current interpreter.
 """
 
-from components.build_index import build_index
+from components.build_index import build_index, embed_shard, plan_shards
 from components.deploy import deploy
 from components.evaluate import evaluate
 from components.finetune import finetune
@@ -14,7 +14,7 @@ from components.image import IMAGE
 from components.outcome import record_run_status, skip_deploy
 from components.synthesize import synthesize
 
-ALL_COMPONENTS = (synthesize, finetune, build_index, evaluate, gate, deploy, skip_deploy, record_run_status)
+ALL_COMPONENTS = (synthesize, finetune, plan_shards, embed_shard, build_index, evaluate, gate, deploy, skip_deploy, record_run_status)
 
-__all__ = ["IMAGE", "ALL_COMPONENTS", "synthesize", "finetune", "build_index", "evaluate", "gate", "deploy",
+__all__ = ["IMAGE", "ALL_COMPONENTS", "synthesize", "finetune", "plan_shards", "embed_shard", "build_index", "evaluate", "gate", "deploy",
            "skip_deploy", "record_run_status"]

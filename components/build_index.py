@@ -1,4 +1,10 @@
-"""Component: embed the corpus schemas with the tuned encoder (coderag.pipeline.stages.build_index_stage)."""
+"""Components: plan the shards, embed each shard (one pod each, under ``dsl.ParallelFor``), merge into the index.
+
+``build_index`` is the merge step: it reads every shard the loop collected and writes the schema index
+(coderag.pipeline.stages: plan_shards_stage, embed_shard_stage, merge_shards_stage).
+"""
+
+from typing import List  # noqa: UP035 - KFP reads typing.List in component signatures
 
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
@@ -6,9 +12,31 @@ from components.image import coderag_component
 
 
 @coderag_component()
-def build_index(corpus_split: Input[Dataset], model: Input[Model], index: Output[Artifact]):
-    """Write the schema index (FAISS IndexFlatIP + corpus map + manifest) as a directory artifact."""
-    from coderag.pipeline.stages import build_index_stage
+def plan_shards(corpus_split: Input[Dataset], shard_size: int) -> List[int]:  # noqa: UP006 - KFP reads typing.List
+    """The shard numbers to embed in parallel: one per ``shard_size`` unique schemas (at least one)."""
+    from coderag.pipeline.stages import plan_shards_stage
 
-    report = build_index_stage(corpus_dir=corpus_split.path, model_dir=model.path, index_dir=index.path)
+    return plan_shards_stage(corpus_dir=corpus_split.path, shard_size=shard_size)
+
+
+@coderag_component()
+def embed_shard(corpus_split: Input[Dataset], model: Input[Model], shard: int, shard_size: int, device: str,
+                vectors: Output[Artifact]):
+    """Embed shard ``shard`` of the corpus's unique schemas (``device`` "cuda" on a GPU node, "" for plain encode)."""
+    from coderag.pipeline.stages import embed_shard_stage
+
+    report = embed_shard_stage(corpus_dir=corpus_split.path, model_dir=model.path, shard=shard,
+                               shard_size=shard_size, shard_dir=vectors.path, device=device or None)
+    vectors.metadata.update({key: report[key] for key in ("shard", "shards", "start", "stop", "dim")})
+
+
+@coderag_component()
+def build_index(corpus_split: Input[Dataset], model: Input[Model], shards: Input[List[Artifact]],  # noqa: UP006
+                index_type: str, index: Output[Artifact]):
+    """Merge the embedded shards into the schema index (FAISS flat / IVF / HNSW + corpus map + manifest)."""
+    from coderag.pipeline.stages import merge_shards_stage
+
+    report = merge_shards_stage(corpus_dir=corpus_split.path, model_dir=model.path,
+                                shard_dirs=[shard.path for shard in shards], index_dir=index.path,
+                                index_type=index_type)
     index.metadata.update(report)

@@ -1,5 +1,10 @@
 """The CodeRAG training pipeline: synthesize -> fine-tune -> build index -> evaluate -> gate -> deploy.
 
+The index is built past one machine on Kubeflow's own engine: ``plan-shards`` cuts the unique schemas
+into shards of ``shard_size``, ``dsl.ParallelFor`` embeds each in its own pod (a GPU pod when
+``index_device`` is "cuda"), and ``build-index`` merges the collected shards into one index of
+``index_type``. A corpus below ``shard_size`` is one shard.
+
 The graph runs inside a ``dsl.ExitHandler`` whose exit task records the run's final status (also when a
 step fails, in which case nothing after the failed step runs, deploy included). The gate's ``passed``
 output drives ``dsl.If``: deploy when it holds, otherwise a step records that deploy was skipped and why.
@@ -18,9 +23,11 @@ from components import (
     IMAGE,
     build_index,
     deploy,
+    embed_shard,
     evaluate,
     finetune,
     gate,
+    plan_shards,
     record_run_status,
     skip_deploy,
     synthesize,
@@ -73,8 +80,8 @@ def _llm_key(task, placement: Placement):
 def build_pipeline(image: str = IMAGE, placement: Placement | None = None):
     """The pipeline function for ``image`` and ``placement`` (default: cluster placement with GPU)."""
     placement = placement or Placement()
-    ops = {c.name: _with_image(c, image) for c in (synthesize, finetune, build_index, evaluate, gate, deploy,
-                                                   skip_deploy, record_run_status)}
+    ops = {c.name: _with_image(c, image) for c in (synthesize, finetune, plan_shards, embed_shard, build_index,
+                                                   evaluate, gate, deploy, skip_deploy, record_run_status)}
 
     @dsl.pipeline(name=PIPELINE_NAME,
                   description="CodeRAG: synthesize pairs, fine-tune the schema encoder, index, evaluate "
@@ -102,6 +109,9 @@ def build_pipeline(image: str = IMAGE, placement: Placement | None = None):
         min_execution_accuracy: float = 0.0,
         max_regression: float = 0.0,
         current_metrics: str = "",
+        shard_size: int = 50000,
+        index_device: str = "",
+        index_type: str = "flat",
         deploy_dir: str = "",
         promote_repo: str = "",
         promote_env: str = "dev",
@@ -121,7 +131,14 @@ def build_pipeline(image: str = IMAGE, placement: Placement | None = None):
                 epochs=epochs, batch_size=batch_size, max_steps=max_steps, learning_rate=learning_rate, seed=seed)
             _resources(tune, "4", "8Gi", gpu=True, placement=placement)
 
-            index = ops["build-index"](corpus_split=synth.outputs["corpus_split"], model=tune.outputs["model"])
+            plan = ops["plan-shards"](corpus_split=synth.outputs["corpus_split"], shard_size=shard_size)
+            _resources(plan, "500m", "1Gi")
+            with dsl.ParallelFor(plan.output, name="embed-shards") as shard:
+                embedded = ops["embed-shard"](corpus_split=synth.outputs["corpus_split"], model=tune.outputs["model"],
+                                              shard=shard, shard_size=shard_size, device=index_device)
+                _resources(embedded, "4", "8Gi", gpu=True, placement=placement)
+            index = ops["build-index"](corpus_split=synth.outputs["corpus_split"], model=tune.outputs["model"],
+                                       shards=dsl.Collected(embedded.outputs["vectors"]), index_type=index_type)
             _resources(index, "2", "4Gi")
 
             scores = ops["evaluate"](

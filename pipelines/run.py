@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PACKAGE = Path(__file__).resolve().parent / "coderag_pipeline.yaml"
 # Tasks in graph order; a failed run stopped at the first of these that wrote no output.
-TASK_ORDER = ("synthesize", "finetune", "build-index", "evaluate", "gate")
+TASK_ORDER = ("synthesize", "finetune", "plan-shards", "build-index", "evaluate", "gate")
 _PROGRESS = re.compile(r"(Executing task|finished with status|Pipeline .* finished|Inner task failed)")
 
 

@@ -43,7 +43,14 @@ def stages(tmp_path_factory):
     components.finetune.python_func(
         pairs=a["pairs"], corpus_split=a["corpus_split"], encoder="", epochs=1.0, batch_size=8, max_steps=2,
         learning_rate=5e-5, seed=0, model=a["model"], training_metrics=a["training_metrics"])
-    components.build_index.python_func(corpus_split=a["corpus_split"], model=a["model"], index=a["index"])
+    shards = components.plan_shards.python_func(corpus_split=a["corpus_split"], shard_size=16)
+    shard_artifacts = [_artifact(Artifact, root, f"shard-{shard}") for shard in shards]
+    for shard, artifact in zip(shards, shard_artifacts, strict=True):
+        components.embed_shard.python_func(corpus_split=a["corpus_split"], model=a["model"], shard=shard,
+                                           shard_size=16, device="", vectors=artifact)
+    a["shards"] = shard_artifacts
+    components.build_index.python_func(corpus_split=a["corpus_split"], model=a["model"], shards=shard_artifacts,
+                                       index_type="flat", index=a["index"])
     components.evaluate.python_func(
         corpus_split=a["corpus_split"], model=a["model"], index=a["index"], k=2, n_eval=2, max_new_tokens=24,
         llm_base_url="", llm_model="", benchmark_dir="", n_benchmark=2, seed=0, metrics=a["metrics"],
@@ -96,6 +103,10 @@ def test_build_index_indexes_every_unique_schema(stages):
         normalize_schema(schema_only(r["sql_context"])) for r in train}
     assert held_out_only and held_out_only <= set(indexed)
     assert index.encoder_name == a["model"].path
+    # Three shards of at most 16 schemas, merged in order: the plan, the loop bodies and the merge agree.
+    assert len(a["shards"]) == -(-index.count // 16) >= 2
+    assert [s.metadata["start"] for s in a["shards"]] == list(range(0, index.count, 16))
+    assert a["index"].metadata["shards"] == len(a["shards"])
 
 
 def test_evaluate_logs_retrieval_and_sql_metrics(stages):

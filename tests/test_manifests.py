@@ -171,6 +171,10 @@ def test_overlay_values(env):
     # Client-supplied sql_context only in dev; staging and prod run SQL on registered databases.
     assert rag_env.get("CODERAG_RAG_ALLOW_SQL_CONTEXT", "true") == ("true" if env == "dev" else "false")
     assert rag_env["CODERAG_RAG_SANDBOX_SESSIONS"] == "2" and rag_env["CODERAG_RAG_SANDBOX_MEMORY_MB"] == "256"
+    # The retriever autoscales on concurrency: (min, max, target in-flight requests per pod) per environment.
+    scaling = (retriever["minReplicas"], retriever["maxReplicas"], retriever["scaleMetric"], retriever["scaleTarget"])
+    assert scaling == {"dev": (0, 1, "concurrency", 16), "staging": (1, 3, "concurrency", 8),
+                       "prod": (2, 8, "concurrency", 8)}[env]
 
 
 @needs_kubectl

@@ -19,7 +19,7 @@ from components import IMAGE
 from pipelines.coderag_pipeline import LLM_SECRET_NAME, coderag_pipeline
 from pipelines.run import DEFAULT_PACKAGE, PipelineSubmitError, compile_pipeline, run_local, submit
 
-EXECUTORS = {"synthesize", "finetune", "build-index", "evaluate", "gate", "deploy", "skip-deploy",
+EXECUTORS = {"synthesize", "finetune", "plan-shards", "embed-shard", "build-index", "evaluate", "gate", "deploy", "skip-deploy",
              "record-run-status"}
 TINY = {"n_records": 200, "max_train_pairs": 32, "batch_size": 8, "max_steps": 2, "k": 2,
         "n_eval": 2, "max_new_tokens": 24}
@@ -65,16 +65,31 @@ def test_yaml_has_resource_requests_and_gpu_for_training(compiled):
 
 def test_yaml_has_gate_condition_and_exit_handler(compiled):
     spec, _ = _docs(compiled)
-    branches = spec["components"]["comp-condition-branches-2"]["dag"]["tasks"]
+    # The shard loop (for-loop-2) comes first in the exit handler, so the gate's branches are numbered after it.
+    branches = spec["components"]["comp-condition-branches-3"]["dag"]["tasks"]
     passed = "inputs.parameter_values['pipelinechannel--gate-passed'] == true"
-    assert branches["condition-3"]["triggerPolicy"]["condition"] == passed
-    assert branches["condition-4"]["triggerPolicy"]["condition"] == f"!({passed})"
-    assert set(spec["components"]["comp-condition-3"]["dag"]["tasks"]) == {"deploy"}
-    assert set(spec["components"]["comp-condition-4"]["dag"]["tasks"]) == {"skip-deploy"}
+    assert branches["condition-4"]["triggerPolicy"]["condition"] == passed
+    assert branches["condition-5"]["triggerPolicy"]["condition"] == f"!({passed})"
+    assert set(spec["components"]["comp-condition-4"]["dag"]["tasks"]) == {"deploy"}
+    assert set(spec["components"]["comp-condition-5"]["dag"]["tasks"]) == {"skip-deploy"}
     root = spec["root"]["dag"]["tasks"]
     assert root["record-run-status"]["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
     parameters = spec["root"]["inputDefinitions"]["parameters"]
     assert set(parameters) == set(PIPELINE_PARAMETERS)
+
+
+def test_yaml_embeds_shards_in_a_parallel_for_and_merges_the_collected_vectors(compiled):
+    spec, _ = _docs(compiled)
+    handler = spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]
+    loop = handler["for-loop-2"]
+    assert loop["parameterIterator"]["items"]["inputParameter"] == "pipelinechannel--plan-shards-Output"
+    assert loop["dependentTasks"] == ["finetune", "plan-shards", "synthesize"]
+    assert set(spec["components"]["comp-for-loop-2"]["dag"]["tasks"]) == {"embed-shard"}
+    merge = handler["build-index"]["inputs"]["artifacts"]["shards"]["taskOutputArtifact"]
+    assert merge == {"outputArtifactKey": "pipelinechannel--embed-shard-vectors", "producerTask": "for-loop-2"}
+    executors = spec["deploymentSpec"]["executors"]
+    accelerator = executors["exec-embed-shard"]["container"]["resources"]["accelerator"]
+    assert accelerator["resourceType"] == "nvidia.com/gpu" and int(accelerator["resourceCount"]) == 1
 
 
 def test_llm_key_comes_from_a_secret_never_a_parameter(compiled):

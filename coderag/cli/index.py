@@ -25,6 +25,7 @@ def _cmd_index_build(args: argparse.Namespace) -> int:
     schema_corpus = dedupe_schemas(records)
     if not schema_corpus.snippets:
         raise ConfigError(f"corpus {s.corpus!r} yields no schema snippets: check its sql_context column")
+    spec = s.index_spec()
     encoder_model = load_encoder(encoder)
     started = time.perf_counter()
     index = SchemaIndex.build(
@@ -33,13 +34,18 @@ def _cmd_index_build(args: argparse.Namespace) -> int:
         domains=schema_corpus.snippet_domains,
         batch_size=s.batch_size,
         show_progress=args.progress,
+        spec=spec,
+        device=s.device,
+        encode_workers=s.encode_workers,
+        seed=s.seed,
     )
     seconds = time.perf_counter() - started
     out = index.save(args.out)
     print(
         f"indexed {index.count} schema snippets from {len(records)} records "
         f"({schema_corpus.duplicates_dropped} duplicates dropped), dim {index.dim}, "
-        f"encoder {index.encoder_name}"
+        f"encoder {index.encoder_name}, index {index.spec.index_type}"
+        + "".join(f" {key}={value}" for key, value in index.spec.params().items())
     )
     print(f"built in {seconds:.1f}s ({index.count / max(seconds, 1e-9):.1f} snippets/s); wrote {out}")
     return 0
@@ -65,7 +71,8 @@ def _index_database(s: JobSettings, encoder: str, args: argparse.Namespace) -> i
     encoder_model = load_encoder(encoder)
     started = time.perf_counter()
     index = SchemaIndex.build(encoder_model, schema.snippets(), domains=[t.name for t in schema.tables],
-                              batch_size=s.batch_size, show_progress=args.progress)
+                              batch_size=s.batch_size, show_progress=args.progress, spec=s.index_spec(),
+                              device=s.device, encode_workers=s.encode_workers, seed=s.seed)
     index.source = source
     seconds = time.perf_counter() - started
     out = index.save(args.out)
@@ -107,8 +114,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     index = sub.add_parser(
         "index",
         help="build a FAISS index of schema snippets",
-        description="Manage schema indexes: a FAISS IndexFlatIP over L2-normalized embeddings plus a JSON "
-                    "corpus map and a manifest (encoder, dim, count, checksums).",
+        description="Manage schema indexes: a FAISS index (exact flat, or IVF / HNSW) over L2-normalized "
+                    "embeddings plus a JSON corpus map and a manifest (encoder, dim, count, index type, checksums).",
     )
     index_sub = index.add_subparsers(dest="index_command", metavar="ACTION", required=True)
     build = index_sub.add_parser(
@@ -125,7 +132,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="show a progress bar (default: when stderr is a terminal)")
     build.add_argument("--force", action="store_true", help="with --db: rebuild even when the schema is unchanged")
     add_settings_flags(build, JobSettings, ("corpus", "split", "n_records", "seed", "encoder", "batch_size", "db",
-                                            "sample_values"))
+                                            "sample_values", "device", "encode_workers", "index_type", "nlist",
+                                            "nprobe", "hnsw_m", "ef_construction", "ef_search"))
     build.set_defaults(func=_cmd_index_build)
 
     retrieve = sub.add_parser(

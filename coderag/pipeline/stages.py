@@ -256,6 +256,89 @@ def build_index_stage(*, corpus_dir: str | os.PathLike, model_dir: str | os.Path
     return {"count": index.count, "dim": index.dim, "duplicates_dropped": schemas.duplicates_dropped}
 
 
+def _corpus_schemas(corpus_dir: str | os.PathLike):
+    from coderag.corpus import dedupe_schemas
+
+    train, held_out = read_corpus(corpus_dir)
+    return dedupe_schemas(train + held_out)
+
+
+def plan_shards_stage(*, corpus_dir: str | os.PathLike, shard_size: int) -> list[int]:
+    """The shard numbers to embed in parallel: ``[0, 1, ..., n - 1]`` for ``n = ceil(schemas / shard_size)``.
+
+    Args:
+        corpus_dir: the corpus dir from :func:`prepare_corpus`.
+        shard_size: unique schemas per shard (one pod each).
+
+    Returns:
+        The shard numbers (at least ``[0]``).
+
+    Example:
+        >>> plan_shards_stage(corpus_dir="out/corpus", shard_size=50_000)  # doctest: +SKIP
+        [0]
+    """
+    from coderag.retrieval.shards import shard_count
+
+    return list(range(shard_count(len(_corpus_schemas(corpus_dir).snippets), shard_size)))
+
+
+def embed_shard_stage(*, corpus_dir: str | os.PathLike, model_dir: str | os.PathLike, shard: int, shard_size: int,
+                      shard_dir: str | os.PathLike, batch_size: int = 64, device: str | None = None) -> dict[str, Any]:
+    """Embed one shard of the corpus's unique schemas (see :func:`coderag.retrieval.shards.embed_shard`).
+
+    Args:
+        corpus_dir: the corpus dir from :func:`prepare_corpus`.
+        model_dir: the encoder to embed with.
+        shard: which shard, from 0.
+        shard_size: unique schemas per shard.
+        shard_dir: where the shard's vectors and manifest are written.
+        batch_size: encoder batch size.
+        device: ``cuda`` for the tokenise-ahead encoder on a GPU node; ``None`` for plain encode.
+
+    Returns:
+        The shard manifest.
+
+    Example:
+        >>> embed_shard_stage(corpus_dir="c", model_dir="m", shard=0, shard_size=50_000, shard_dir="s0")  # doctest: +SKIP
+    """
+    from coderag.retrieval.encoder import load_encoder
+    from coderag.retrieval.shards import embed_shard
+
+    schemas = _corpus_schemas(corpus_dir)
+    return embed_shard(load_encoder(str(model_dir)), schemas.snippets, shard, shard_size, shard_dir,
+                       batch_size=batch_size, device=device)
+
+
+def merge_shards_stage(*, corpus_dir: str | os.PathLike, model_dir: str | os.PathLike,
+                       shard_dirs: list[str | os.PathLike], index_dir: str | os.PathLike,
+                       index_type: str = "flat", seed: int = 0) -> dict[str, Any]:
+    """Merge the embedded shards into one index and save it (same vectors and ids as :func:`build_index_stage`).
+
+    Args:
+        corpus_dir: the corpus dir from :func:`prepare_corpus`.
+        model_dir: the encoder the shards were embedded with (recorded as the index's encoder).
+        shard_dirs: every shard directory, any order.
+        index_dir: where the index is saved.
+        index_type: ``flat``, ``ivf`` or ``hnsw`` (default parameters for the corpus size).
+        seed: seeds IVF training.
+
+    Returns:
+        ``{"count", "dim", "duplicates_dropped", "shards", "index_type"}``.
+
+    Example:
+        >>> merge_shards_stage(corpus_dir="c", model_dir="m", shard_dirs=["s0", "s1"], index_dir="i")  # doctest: +SKIP
+    """
+    from coderag.retrieval.ann import IndexSpec
+    from coderag.retrieval.shards import merge_shards
+
+    schemas = _corpus_schemas(corpus_dir)
+    index = merge_shards(shard_dirs, schemas.snippets, schemas.snippet_domains, spec=IndexSpec(index_type),
+                         encoder_label=str(model_dir), seed=seed)
+    index.save(index_dir)
+    return {"count": index.count, "dim": index.dim, "duplicates_dropped": schemas.duplicates_dropped,
+            "shards": len(shard_dirs), "index_type": index.spec.index_type}
+
+
 def evaluate_stage(*, corpus_dir: str | os.PathLike, model_dir: str | os.PathLike, index_dir: str | os.PathLike,
                    k: int = 3, n_eval: int = 200, max_new_tokens: int = 128, llm_base_url: str = "",
                    llm_model: str = "", benchmark_dir: str = "", n_benchmark: int = 200,

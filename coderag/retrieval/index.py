@@ -2,9 +2,11 @@
 
 An index directory holds three files:
 
-- ``sql_rag_faiss_index.bin``: the ``faiss.IndexFlatIP``;
+- ``sql_rag_faiss_index.bin``: the FAISS index, ``IndexFlatIP`` or an IVF / HNSW one (see
+  :mod:`coderag.retrieval.ann`);
 - ``corpus_map.json``: ``{"snippets": [...], "domains": [...]}``, row i describes vector i (JSON, no pickle);
-- ``manifest.json``: encoder, dim, count, metric and a SHA-256 per file, written last.
+- ``manifest.json``: encoder, dim, count, metric, index type and its parameters, and a SHA-256 per file,
+  written last.
 
 Saving writes everything into a sibling temporary directory and swaps it in, so a crash never leaves a
 half-written index; loading checks the manifest before trusting any file.
@@ -26,6 +28,7 @@ import numpy as np
 
 from coderag.atomic_files import atomic_directory
 from coderag.errors import ConfigError, SchemaIndexError
+from coderag.retrieval.ann import IndexSpec, apply_search_params, index_type_of, new_faiss_index, train_faiss_index
 from coderag.retrieval.encoder import encode, encoder_dim
 from coderag.retrieval.encoder import encoder_fingerprint as fingerprint_of
 from coderag.retrieval.encoder import encoder_name as name_of
@@ -66,8 +69,16 @@ def _check_texts(snippets: Sequence[str], domains: Sequence[str] | None) -> tupl
     return snippets, domains
 
 
+def _train_rows(n: int, spec: IndexSpec, seed: int) -> np.ndarray:
+    """The sorted row ids an IVF quantiser is trained on: a seeded sample, the same for the same corpus."""
+    size = spec.train_size(n)
+    if size >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
+
+
 class SchemaIndex:
-    """Schema snippets, their domains and a ``faiss.IndexFlatIP`` whose row i embeds snippet i."""
+    """Schema snippets, their domains and a FAISS inner-product index whose row i embeds snippet i."""
 
     def __init__(
         self,
@@ -78,6 +89,7 @@ class SchemaIndex:
         encoder_fingerprint: str | None = None,
         created_at: str | None = None,
         source: dict[str, Any] | None = None,
+        spec: IndexSpec | None = None,
     ) -> None:
         if faiss_index.ntotal != len(snippets) or len(snippets) != len(domains):
             raise SchemaIndexError(
@@ -91,6 +103,7 @@ class SchemaIndex:
         self.created_at = created_at
         # Where the snippets came from (a live database: its URL without password and schema fingerprint).
         self.source = source
+        self.spec = spec or IndexSpec(index_type_of(faiss_index) if index_type_of(faiss_index) != "other" else "flat")
 
     @property
     def dim(self) -> int:
@@ -113,8 +126,12 @@ class SchemaIndex:
         domains: Sequence[str] | None = None,
         encoder_name: str = "unknown",
         encoder_fingerprint: str | None = None,
+        spec: IndexSpec | None = None,
+        seed: int = 0,
     ) -> SchemaIndex:
         """Index precomputed embeddings (row i for snippet i); rows are L2-normalized here if they were not.
+
+        The same vectors, ``spec`` and ``seed`` always give the same index (IVF trains on a seeded sample).
 
         Args:
             vectors: array of shape (len(snippets), dim), finite values.
@@ -122,6 +139,8 @@ class SchemaIndex:
             domains: one domain per snippet (default: ``""`` each).
             encoder_name: the name recorded in the manifest.
             encoder_fingerprint: the encoder's :func:`~coderag.retrieval.encoder.encoder_fingerprint`, if known.
+            spec: the index structure (default: exact flat).
+            seed: seeds the IVF training sample and k-means.
 
         Returns:
             A new :class:`SchemaIndex`.
@@ -144,9 +163,11 @@ class SchemaIndex:
         vectors = np.array(vectors, dtype=np.float32, order="C", copy=True)
         # Cosine similarity needs unit rows; normalizing already-unit rows is a cheap no-op.
         faiss.normalize_L2(vectors)
-        flat = faiss.IndexFlatIP(vectors.shape[1])
-        flat.add(vectors)
-        return cls(flat, snippets, domains, encoder_name, encoder_fingerprint)
+        spec = (spec or IndexSpec()).resolved(len(snippets))
+        index = new_faiss_index(spec, vectors.shape[1])
+        train_faiss_index(index, vectors[_train_rows(len(vectors), spec, seed)], seed)
+        index.add(vectors)
+        return cls(index, snippets, domains, encoder_name, encoder_fingerprint, spec=spec)
 
     @classmethod
     def build(
@@ -157,9 +178,18 @@ class SchemaIndex:
         encoder_name: str | None = None,
         batch_size: int = 64,
         show_progress: bool | None = False,
+        spec: IndexSpec | None = None,
+        device: str | None = None,
+        encode_workers: int | None = None,
+        seed: int = 0,
     ) -> SchemaIndex:
         """Embed ``snippets`` with ``encoder_model`` and index them; ``encoder_name`` defaults to what the model
         was loaded as.
+
+        Without ``device`` the snippets go through ``SentenceTransformer.encode``. With ``device`` (e.g.
+        ``"cuda"``) they go through :func:`~coderag.retrieval.ahead_encoder.iter_encoded_windows`: tokenised
+        ahead in ``encode_workers`` processes, length-sorted, fp16 on CUDA, and added to FAISS window by
+        window, so no second float32 copy of the corpus is held.
 
         Args:
             encoder_model: the sentence-transformers model that embeds the snippets (and later the questions).
@@ -168,6 +198,10 @@ class SchemaIndex:
             encoder_name: the name recorded in the manifest.
             batch_size: texts per encoder batch.
             show_progress: show a progress bar; ``None`` follows the log level.
+            spec: the index structure (default: exact flat).
+            device: encode with the tokenise-ahead encoder on this torch device.
+            encode_workers: tokenizer processes of the tokenise-ahead encoder (default: cores - 1).
+            seed: seeds the IVF training sample and k-means.
 
         Returns:
             A new :class:`SchemaIndex`.
@@ -180,11 +214,22 @@ class SchemaIndex:
             >>> index = SchemaIndex.build(load_encoder(), ["CREATE TABLE singer (id INT);"])  # doctest: +SKIP
         """
         snippets, domains = _check_texts(snippets, domains)
-        vectors = encode(encoder_model, snippets, batch_size=batch_size, show_progress=show_progress)
-        flat = faiss.IndexFlatIP(vectors.shape[1])
-        flat.add(vectors)  # encode() already returns unit-length float32 rows
         name = encoder_name or name_of(encoder_model)
-        return cls(flat, snippets, domains, name, fingerprint_of(encoder_model))
+        fingerprint = fingerprint_of(encoder_model)
+        if device is None:
+            vectors = encode(encoder_model, snippets, batch_size=batch_size, show_progress=show_progress)
+            return cls.from_vectors(vectors, snippets, domains, name, fingerprint, spec=spec, seed=seed)
+        from coderag.retrieval.ahead_encoder import encode_ahead, iter_encoded_windows
+
+        options = {"device": device, "batch_size": batch_size, "workers": encode_workers}
+        spec = (spec or IndexSpec()).resolved(len(snippets))
+        index = new_faiss_index(spec, encoder_dim(encoder_model))
+        if spec.trained:
+            rows = _train_rows(len(snippets), spec, seed)
+            train_faiss_index(index, encode_ahead(encoder_model, [snippets[i] for i in rows], **options), seed)
+        for _, vectors in iter_encoded_windows(encoder_model, snippets, **options):
+            index.add(vectors)  # (window, dim) unit float32 rows, dropped after the add
+        return cls(index, snippets, domains, name, fingerprint, spec=spec)
 
     def search(self, query_vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` cosine scores and snippet ids per query row; ``k`` is clipped to the index size.
@@ -265,8 +310,8 @@ class SchemaIndex:
             files: SHA-256 per index file name (filled in by :meth:`save`).
 
         Returns:
-            A JSON-serialisable dict: format version, encoder, fingerprint, dim, count, metric, files, creation
-            time, and ``source`` when the index was built from a live database.
+            A JSON-serialisable dict: format version, encoder, fingerprint, dim, count, metric, index type and
+            parameters, files, creation time, and ``source`` when the index was built from a live database.
 
         Example:
             >>> index = SchemaIndex.from_vectors(np.eye(2), ["CREATE TABLE a (x INT);", "CREATE TABLE b (y INT);"])
@@ -281,6 +326,8 @@ class SchemaIndex:
             "count": self.count,
             "metric": "cosine",
             "faiss_index": type(self.faiss_index).__name__,
+            "index_type": self.spec.index_type,
+            "index_params": self.spec.params(),
             "files": files or {},
             "created_at": self.created_at,
             **({"source": self.source} if self.source is not None else {}),
@@ -380,8 +427,14 @@ class SchemaIndex:
             raise SchemaIndexError(f"index file in {root} has dim {flat.d} but its manifest says {dim}: {_REBUILD}")
         if expected_dim is not None and int(expected_dim) != dim:
             raise SchemaIndexError(f"index dim {dim} does not match encoder dim {expected_dim}: {_REBUILD}")
+        spec = _manifest_spec(root, manifest)
+        if index_type_of(flat) != spec.index_type:
+            raise SchemaIndexError(
+                f"index file in {root} is a {type(flat).__name__} but its manifest says type {spec.index_type!r}: {_REBUILD}"
+            )
+        apply_search_params(flat, spec)
         index = cls(flat, snippets, domains, manifest["encoder"], manifest.get("encoder_fingerprint"),
-                    manifest.get("created_at"), manifest.get("source"))
+                    manifest.get("created_at"), manifest.get("source"), spec=spec)
         log.info("index loaded dir=%s count=%d dim=%d encoder=%s", root, count, dim, index.encoder_name)
         return index
 
@@ -425,6 +478,16 @@ def _read_manifest(root: Path) -> dict[str, Any]:
         if isinstance(manifest[key], bool) or not isinstance(manifest[key], int) or manifest[key] < 1:
             raise SchemaIndexError(f"{path} has an invalid {key} {manifest[key]!r}: {_REBUILD}")
     return manifest
+
+
+def _manifest_spec(root: Path, manifest: dict[str, Any]) -> IndexSpec:
+    params = manifest.get("index_params", {})
+    if not isinstance(params, dict):
+        raise SchemaIndexError(f"{root / MANIFEST_FILE} has a malformed 'index_params' entry: {_REBUILD}")
+    try:
+        return IndexSpec.from_manifest(manifest)
+    except (ConfigError, TypeError) as exc:
+        raise SchemaIndexError(f"{root / MANIFEST_FILE} describes an index this CodeRAG cannot read ({exc}): {_REBUILD}") from exc
 
 
 def _read_corpus_map(path: Path) -> tuple[list[str], list[str]]:
