@@ -18,6 +18,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -456,7 +457,7 @@ def promote_image(
     env: str,
     image: str | None = None,
     *,
-    files: dict[str, str] | None = None,
+    files: Callable[[str], dict[str, str]] | None = None,
     settings: PromotionSettings | None = None,
 ) -> PromotionResult:
     """Release a built image into overlay ``env`` like a model: pin it by digest in ``images:`` and commit.
@@ -470,7 +471,8 @@ def promote_image(
         repo_dir: a git checkout holding ``manifests/overlays``.
         env: ``dev``, ``staging`` or ``prod``.
         image: ``<repository>@sha256:<64 hex>``, or a bare ``sha256:...`` for the repository the overlay uses.
-        files: paths relative to ``repo_dir`` -> text, written (atomically) and committed with the overlay.
+        files: called with the image reference being released; returns paths relative to ``repo_dir`` -> text
+            (e.g. the pipeline compiled for that image), written atomically and committed with the overlay.
         settings: branch, git identity and kubectl (default: :class:`~coderag.config.PromotionSettings`).
 
     Returns:
@@ -493,6 +495,9 @@ def promote_image(
     previous = read_release(repo, env)
     if env == "prod":
         staged = read_image(repo, "staging")
+        if staged.endswith(_ZERO_DIGEST):
+            raise PromotionError("staging deploys no released image yet (the all-zero placeholder): "
+                                 "release the image to staging first")
         target = image_reference(staged, image) if image else staged
         if target != staged:
             raise PromotionError(
@@ -506,10 +511,11 @@ def promote_image(
     if target.endswith(_ZERO_DIGEST):
         raise PromotionError("the all-zero digest is a placeholder, not an image: release a pushed image's digest")
     release = Release(previous.model_uri, previous.index_uri, target)
+    extra = files(target) if files is not None else {}
     message = f"release-image({env}): {target}\n\nRelease image {target} to {env}" + (
         "" if target == previous.image else f" (was {previous.image})"
-    ) + ".\n" + "".join(f"Wrote {name}.\n" for name in sorted(files or {}))
-    return _commit_release(repo, env, previous, release, message, files=files, settings=settings)
+    ) + ".\n" + "".join(f"Wrote {name}.\n" for name in sorted(extra))
+    return _commit_release(repo, env, previous, release, message, files=extra, settings=settings)
 
 
 def _commit_release(
