@@ -19,6 +19,8 @@
 #   BUILDAH_STORAGE_DRIVER buildah storage driver (default vfs: works without fuse-overlayfs or kernel overlay)
 #   CODERAG_IMAGE_PUSH     where to push the image afterwards, e.g. docker://registry.example.com/me/coderag:0.1.0
 #                          (or oci:DIR:TAG); the pushed digest is printed and recorded: release that one
+#   CODERAG_IMAGE_PUSH_FLAGS  extra `buildah push` flags, e.g. --authfile FILE, or --tls-verify=false for a
+#                          registry on loopback
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -137,7 +139,9 @@ PY
 push() {
   # The digest a registry knows the image by is the pushed manifest's (layers compressed on the way out).
   [ -n "${CODERAG_IMAGE_PUSH:-}" ] || return 0
-  "${BUILDAH[@]}" push --quiet --digestfile "build/image.pushed-digest" "$IMAGE" "$CODERAG_IMAGE_PUSH" >&2
+  # shellcheck disable=SC2086  # the flags are words on purpose
+  "${BUILDAH[@]}" push --quiet ${CODERAG_IMAGE_PUSH_FLAGS:-} --digestfile "build/image.pushed-digest" "$IMAGE" \
+    "$CODERAG_IMAGE_PUSH" >&2
   cat build/image.pushed-digest
 }
 

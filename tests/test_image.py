@@ -1,9 +1,9 @@
 """The built image, run: `scripts/build-image.sh` builds it with buildah, `buildah run` runs commands inside it.
 
-Marked ``image``. They run in the default suite (and in ``.ci/run``) where buildah is installed, skip on a
-developer machine without it, and fail under CI without it. The build is reused while its inputs (Dockerfile,
-code, constraints) are unchanged, so a second session starts in seconds; a fresh machine builds once
-(about 5 minutes on 2 cores).
+Marked ``image`` and deselected by default: ``python3 -m pytest -q -m image`` runs them (``.ci/run`` does, after
+the default suite). Without buildah they skip on a developer machine and fail under CI. The build is reused while
+its inputs (Dockerfile, code, constraints, README) are unchanged, so a second session starts in seconds; a fresh
+machine builds once (about 5 minutes on 2 shared cores).
 """
 
 from __future__ import annotations
@@ -266,3 +266,58 @@ def test_retriever_serves_from_the_image_with_a_read_only_root(container, scratc
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait(timeout=10)
+
+
+@needs_tool("docker-registry", "scripts/install-system.sh (apt-get install docker-registry)")
+def test_image_pushed_to_a_registry_is_released_by_its_digest(image, tmp_path, capsys):
+    """build-image.sh pushes to a real registry on loopback; `coderag release image` pins the digest it got."""
+    import shutil
+
+    from coderag.cli import main
+    from coderag.release.promotion import read_image
+
+    port = free_port()
+    config = tmp_path / "registry.yml"
+    config.write_text(yaml.safe_dump({
+        "version": 0.1,
+        "storage": {"filesystem": {"rootdirectory": str(tmp_path / "blobs")}},
+        "http": {"addr": f"127.0.0.1:{port}"},
+        "log": {"level": "error"},
+    }))
+    registry = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        repository = f"127.0.0.1:{port}/coderag"
+        env = {**os.environ, "CODERAG_IMAGE_PUSH": f"docker://{repository}:0.1.0",
+               "CODERAG_IMAGE_PUSH_FLAGS": "--tls-verify=false"}
+        done = subprocess.run(["bash", "scripts/build-image.sh"], cwd=REPO_ROOT, env=env, capture_output=True,
+                              text=True, timeout=1800)
+        assert done.returncode == 0, done.stderr[-4000:]
+        record_path = REPO_ROOT / "build" / "image.json"
+        pushed = json.loads(record_path.read_text())["pushed"]
+        assert pushed["destination"] == f"docker://{repository}:0.1.0"
+        assert f"pushed: docker://{repository}:0.1.0 as {pushed['digest']}" in done.stdout
+        # The registry serves the tag under exactly the digest that was recorded.
+        head = httpx.head(f"http://127.0.0.1:{port}/v2/coderag/manifests/0.1.0", timeout=10, headers={
+            "Accept": "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"})
+        assert head.status_code == 200 and head.headers["Docker-Content-Digest"] == pushed["digest"]
+
+        gitops = tmp_path / "gitops"
+        shutil.copytree(REPO_ROOT / "manifests", gitops / "manifests")
+        for args in (["init", "--quiet", "--initial-branch=main"], ["add", "."], ["commit", "--quiet", "-m", "init"]):
+            subprocess.run(["git", "-C", str(gitops), "-c", "user.name=t", "-c", "user.email=t@t", *args], check=True)
+        argv = ["release", "image", "--env", "dev", "--build-record", str(record_path), "--repo-dir", str(gitops)]
+        assert main(argv) == 0
+        assert capsys.readouterr().out.startswith(f"released {repository}@{pushed['digest']} to dev on main: ")
+        assert read_image(gitops, "dev") == f"{repository}@{pushed['digest']}"
+    finally:
+        registry.terminate()
+        registry.wait(timeout=30)
