@@ -59,7 +59,8 @@ local_base() {
   tarball="$CACHE/base-${BASE_SUITE}-${key}.tar"
   if [ ! -s "$tarball" ]; then
     echo "build-image: making a Debian ${BASE_SUITE} base with mmdebstrap ($BASE_PACKAGES)" >&2
-    mmdebstrap --quiet --variant=minbase --include="$BASE_PACKAGES" \
+    rm -rf "$tarball.part"
+    mmdebstrap --quiet --format=tar --variant=minbase --include="$BASE_PACKAGES" \
       --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
       --dpkgopt='path-include=/usr/share/doc/*/copyright' --dpkgopt='path-exclude=/usr/share/locale/*' \
       --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*' \
@@ -89,9 +90,12 @@ torch_wheels() {
   # The CPU torch wheel, fetched on the host (where pip may know a local copy) into a build context of its own.
   local dir="$CACHE/wheels"
   mkdir -p "$dir"
+  local download=(python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.11
+                  --platform manylinux_2_28_x86_64 --dest "$dir")
   if ! compgen -G "$dir/torch-2.13.0+cpu-*.whl" >/dev/null; then
-    python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.11 --platform manylinux_2_28_x86_64 \
-      --extra-index-url "${TORCH_WHEEL_INDEX:-https://download.pytorch.org/whl/cpu}" --dest "$dir" "torch==2.13.0+cpu" >&2 \
+    # pip's own configuration first (a local find-links or mirror), then the CPU index.
+    "${download[@]}" "torch==2.13.0+cpu" >/dev/null 2>&1 \
+      || "${download[@]}" --index-url "${TORCH_WHEEL_INDEX:-https://download.pytorch.org/whl/cpu}" "torch==2.13.0+cpu" >&2 \
       || die "cannot fetch the CPU torch 2.13.0 wheel: set TORCH_WHEEL_INDEX to an index that has it"
   fi
   echo "$dir"
