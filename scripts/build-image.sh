@@ -22,6 +22,7 @@
 #   CODERAG_IMAGE_PUSH_FLAGS  extra `buildah push` flags, e.g. --authfile FILE, or --tls-verify=false for a
 #                          registry on loopback
 set -euo pipefail
+shopt -s inherit_errexit  # a failure inside $(...) stops the script too
 cd "$(dirname "$0")/.."
 
 VERSION="$(python3 -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')"
@@ -38,6 +39,8 @@ BASE_SUITE="bookworm"
 die() { echo "build-image: $*" >&2; exit 1; }
 command -v buildah >/dev/null || die "buildah is not installed: run scripts/install-system.sh (apt-get install buildah mmdebstrap)"
 mkdir -p "$CACHE" build
+# A run that fails leaves no record behind (a stale one could release another image's digest).
+rm -f "$RECORD"
 
 # Everything the image is made of; an image labelled with this key is reused instead of rebuilt.
 inputs_key() {
@@ -143,9 +146,10 @@ PY
 push() {
   # The digest a registry knows the image by is the pushed manifest's (layers compressed on the way out).
   [ -n "${CODERAG_IMAGE_PUSH:-}" ] || return 0
+  rm -f build/image.pushed-digest
   # shellcheck disable=SC2086  # the flags are words on purpose
   "${BUILDAH[@]}" push --quiet ${CODERAG_IMAGE_PUSH_FLAGS:-} --digestfile "build/image.pushed-digest" "$IMAGE" \
-    "$CODERAG_IMAGE_PUSH" >&2
+    "$CODERAG_IMAGE_PUSH" >&2 || die "cannot push $IMAGE to $CODERAG_IMAGE_PUSH (see buildah's message above)"
   cat build/image.pushed-digest
 }
 
@@ -157,8 +161,8 @@ if [ "${CODERAG_IMAGE_REBUILD:-0}" != "1" ]; then
   if [ -n "$existing" ]; then
     echo "build-image: reusing image $existing (built from these inputs)" >&2
     "${BUILDAH[@]}" tag "$existing" "$IMAGE"
-    seconds="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("build_seconds", 0))' "$RECORD" 2>/dev/null || echo 0)"
-    record "$seconds" "$BASE" "$KEY" "$(push)"
+    pushed="$(push)"
+    record "$(cat "$CACHE/build-seconds-$KEY" 2>/dev/null || echo 0)" "$BASE" "$KEY" "$pushed"
     exit 0
   fi
 fi
@@ -175,6 +179,8 @@ start=$(date +%s)
   --label "org.coderag.inputs=$KEY" --label "org.opencontainers.image.version=$VERSION" \
   --tag "$IMAGE" -f Dockerfile . >&2
 seconds=$(( $(date +%s) - start ))
+echo "$seconds" > "$CACHE/build-seconds-$KEY"
 # The image this one replaced under the same tag is untagged now: drop it (vfs keeps every layer in full).
 "${BUILDAH[@]}" rmi --prune >/dev/null 2>&1 || true
-record "$seconds" "$BASE" "$KEY" "$(push)"
+pushed="$(push)"
+record "$seconds" "$BASE" "$KEY" "$pushed"

@@ -321,3 +321,14 @@ def test_image_pushed_to_a_registry_is_released_by_its_digest(image, tmp_path, c
     finally:
         registry.terminate()
         registry.wait(timeout=30)
+
+
+def test_a_failed_push_fails_the_build_script_and_leaves_no_record(image):
+    """No digest of an earlier push may survive a push that failed (it could be released by mistake)."""
+    destination = f"docker://127.0.0.1:{free_port()}/coderag:0.1.0"  # nothing listens there
+    done = subprocess.run(["bash", "scripts/build-image.sh"], cwd=REPO_ROOT, capture_output=True, text=True,
+                          env={**os.environ, "CODERAG_IMAGE_PUSH": destination}, timeout=600)
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[-1] == (
+        f"build-image: cannot push {image['image']} to {destination} (see buildah's message above)")
+    assert not (REPO_ROOT / "build" / "image.json").exists()
