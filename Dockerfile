@@ -39,6 +39,11 @@ RUN --mount=type=bind,from=wheels,target=/wheels \
     CODERAG_INSTALL_EXTRAS="" \
     CODERAG_EDITABLE=0 \
     ./scripts/install.sh
+# Nothing runs the dependencies' own test suites or compiles C++ against torch in the image: drop their tests
+# (torch's C++ test binaries, pandas/scipy/... tests packages) and torch's headers (~200 MB).
+RUN site="$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
+    && rm -rf "$site/torch/test" "$site/torch/include" \
+    && find "$site" -depth -type d -name tests -exec rm -rf {} +
 
 FROM ${BASE_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="coderag" \

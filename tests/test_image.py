@@ -156,6 +156,9 @@ def test_image_holds_no_tests_no_git_and_no_ca_bundle_of_the_build_host(rootfs):
     assert not (rootfs / "src").exists() and not (rootfs / "wheels").exists(), "builder-stage paths in the image"
     site = next((rootfs / "opt/venv/lib").glob("python3.*/site-packages"))
     assert (site / "coderag" / "__init__.py").is_file() and not (site / "tests").exists()
+    # Nor the dependencies' test suites (torch's C++ test binaries, pandas/scipy tests packages) or torch's headers.
+    assert [p.relative_to(site) for p in site.rglob("tests") if p.is_dir()] == []
+    assert not (site / "torch" / "test").exists() and not (site / "torch" / "include").exists()
     assert [p.name for p in site.glob("torch-*.dist-info")] == ["torch-2.13.0+cpu.dist-info"]
     assert not list(site.glob("nvidia*")), "a CUDA build of torch pulled NVIDIA libraries in"
 
