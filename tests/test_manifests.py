@@ -159,9 +159,11 @@ def test_overlay_values(env):
     generator = by_kind(objects, "InferenceService", "coderag-generator")[0]["spec"]["predictor"]
     uris = {u["mountPath"]: u["uri"] for u in retriever["storageUris"]}
     assert uris == {"/mnt/models/encoder": release["MODEL_URI"], "/mnt/models/index": release["INDEX_URI"]}
+    kustomization = yaml.safe_load((MANIFESTS / "overlays" / env / "kustomization.yaml").read_text())
+    (pin,) = [entry for entry in kustomization["images"] if entry["name"] == "ghcr.io/coderag/coderag"]
     for predictor in (retriever, rag):
         image = predictor["containers"][0]["image"]
-        assert image == release["IMAGE"] and "@sha256:" in image
+        assert image == f"{pin['newName']}@{pin['digest']}" and "@sha256:" in image
     canary = {p.get("canaryTrafficPercent") for p in (retriever, rag)}
     assert canary == ({None} if env == "dev" else {20} if env == "staging" else {10})
     assert all(p["minReplicas"] <= p["maxReplicas"] for p in (retriever, rag, generator))

@@ -52,7 +52,8 @@ def test_staging_promotion_commits_only_the_overlay_values(gitops_repo):
     )
     assert result.committed and result.commit == head(gitops_repo) != before
     assert git(gitops_repo, "show", "--name-only", "--format=", "HEAD").splitlines() == [
-        "manifests/overlays/staging/release.env"
+        "manifests/overlays/staging/kustomization.yaml",
+        "manifests/overlays/staging/release.env",
     ]
     message = git(gitops_repo, "log", "-1", "--format=%B")
     assert message.startswith("promote(staging): s3://art/run-7/encoder\n")

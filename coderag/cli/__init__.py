@@ -24,6 +24,7 @@ _AREAS = (
     "coderag.cli.pipeline",
     "coderag.cli.serve",
     "coderag.cli.promote",
+    "coderag.cli.release",
 )
 
 

@@ -15,8 +15,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "promote",
         help="write model/index URIs into a manifests overlay and commit (GitOps)",
         description=(
-            "Rewrite manifests/overlays/ENV/release.env with the given model and index URIs (and image "
-            "digest), check the overlay builds, and commit it with the evaluation metrics in the message. "
+            "Rewrite manifests/overlays/ENV/release.env with the given model and index URIs (and, with "
+            "--image-digest, the overlay's images: entry), check the overlay builds, and commit it with the "
+            "evaluation metrics in the message. "
             "Promoting the values already deployed is a no-op; prod accepts only the values staging holds."
         ),
     )
