@@ -12,7 +12,7 @@ It is not part of the default test run (each mutant re-runs a test file). Usage:
 
     python3 scripts/mutation_check.py                 # every mutant; exit 1 when one survives or is stale
     python3 scripts/mutation_check.py --only gate     # mutants whose name contains "gate"
-    python3 scripts/mutation_check.py --list          # the mutants, without running anything
+    python3 scripts/mutation_check.py --list          # the mutants (and any stale one), without running tests
     python3 scripts/mutation_check.py --json out.json # also write the results as JSON
 """
 
@@ -142,8 +142,14 @@ MUTANTS: list[Mutant] = [
            'staging = read_release(repo, "staging") if env == "prod" else None', "staging = None", PROMOTION),
     Mutant("promotion-any-environment", "coderag/release/promotion.py", "if env not in ENVIRONMENTS:", "if False:",
            PROMOTION),
-    Mutant("promotion-not-idempotent", "coderag/release/promotion.py", "    if not changed:\n", "    if False:\n",
+    Mutant("promotion-not-idempotent", "coderag/release/promotion.py", "    if not writes:\n", "    if False:\n",
            PROMOTION),
+    Mutant("release-image-accepts-any-reference", "coderag/release/promotion.py",
+           '''    if not _IMAGE_REF.match(image):
+        raise PromotionError(f"image {image!r} is not <repository>@sha256:<64 lowercase hex digits>")''',
+           '''    if False:
+        raise PromotionError(f"image {image!r} is not <repository>@sha256:<64 lowercase hex digits>")''',
+           ("tests/test_release_image.py",)),
     Mutant("promotion-any-image-reference", "coderag/release/promotion.py",
            "if not _IMAGE_REF.match(release.image):", "if False:", PROMOTION),
     # --- serving: error mapping and metrics ---------------------------------------------------------------------
@@ -216,9 +222,12 @@ def main(argv: list[str] | None = None) -> int:
     if not chosen:
         raise SystemExit(f"no mutant matches {args.only}: see --list")
     if args.list:
+        stale = 0
         for m in chosen:
-            print(f"{m.name:45} {m.path}  <- {' '.join(m.tests)}")
-        return 0
+            found = (REPO_ROOT / m.path).read_text(encoding="utf-8").count(m.old) == 1
+            stale += not found
+            print(f"{m.name:45} {m.path}  <- {' '.join(m.tests)}{'' if found else '  STALE'}")
+        return 1 if stale else 0
 
     results = []
     with tempfile.TemporaryDirectory(prefix="coderag-mutants-") as tmp:
