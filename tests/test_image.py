@@ -195,8 +195,14 @@ def component_outputs(container, scratch) -> dict:
     encoder = run_in(container, ["python3", "-c", "from coderag.retrieval.encoder import resolve_encoder_path; "
                                                   "print(resolve_encoder_path(None))"], scratch)
     assert encoder.returncode == 0, encoder.stderr
-    arguments = {"corpus_split": dsl.Dataset(name="corpus_split", uri="/work/synthesize/corpus_split"),
-                 "model": dsl.Model(name="model", uri=encoder.stdout.strip())}
+    corpus_split = dsl.Dataset(name="corpus_split", uri="/work/synthesize/corpus_split")
+    model = dsl.Model(name="model", uri=encoder.stdout.strip())
+    # The index step as the pipeline runs it: embed-shard (one shard here), then build-index merges the shards.
+    shard = {"corpus_split": corpus_split, "model": model, "shard": 0, "shard_size": 50000, "device": ""}
+    embedded = run_in(container, _executor_command(spec, "embed-shard", shard, "/work/embed-shard"), scratch)
+    assert embedded.returncode == 0, embedded.stderr[-4000:]
+    arguments = {"corpus_split": corpus_split, "model": model, "index_type": "flat",
+                 "shards": [dsl.Artifact(name="vectors", uri="/work/embed-shard/vectors")]}
     index = run_in(container, _executor_command(spec, "build-index", arguments, "/work/build-index"), scratch)
     assert index.returncode == 0, index.stderr[-4000:]
     work = scratch["/work"]
@@ -222,7 +228,8 @@ def test_kfp_components_run_in_the_image_from_the_compiled_pipeline(component_ou
     index = SchemaIndex.load(work / "build-index" / "index")
     assert (index.count, index.dim) == (len(schemas.snippets), 384)
     metadata = component_outputs["build-index"]["artifacts"]["index"]["artifacts"][0]["metadata"]
-    assert metadata == {"count": len(schemas.snippets), "dim": 384, "duplicates_dropped": schemas.duplicates_dropped}
+    assert metadata == {"count": len(schemas.snippets), "dim": 384, "duplicates_dropped": schemas.duplicates_dropped,
+                        "shards": 1, "index_type": "flat"}
 
 
 def test_retriever_serves_from_the_image_with_a_read_only_root(container, scratch, component_outputs, encoder_model):
