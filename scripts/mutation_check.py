@@ -53,6 +53,7 @@ PROMOTION = ("tests/test_promotion.py",)
 COMPONENTS = ("tests/test_components.py",)
 SERVING_ERRORS = ("tests/test_serving_errors.py",)
 SERVING_RAG = ("tests/test_serving_rag.py",)
+SERVING_HOSTILE = ("tests/test_serving_hostile.py",)
 
 MUTANTS: list[Mutant] = [
     # --- the guard: only one read-only query may reach a database ------------------------------------------
@@ -151,7 +152,7 @@ MUTANTS: list[Mutant] = [
         raise PromotionError(f"image {image!r} is not <repository>@sha256:<64 lowercase hex digits>")''',
            ("tests/test_release_image.py",)),
     Mutant("promotion-any-image-reference", "coderag/release/promotion.py",
-           "if not _IMAGE_REF.match(release.image):", "if False:", PROMOTION),
+           "if not _IMAGE_REF.match(release.image):", "if False:", ("tests/test_release_image.py",)),
     # --- serving: error mapping and metrics ---------------------------------------------------------------------
     Mutant("serving-bad-input-is-500", "serving/errors.py",
            "    if isinstance(exc, (QuestionError, ConfigError)):\n        return 400",
@@ -161,9 +162,9 @@ MUTANTS: list[Mutant] = [
            "    if isinstance(exc, (GeneratorUnavailable, SchemaIndexError, EncoderError)):\n        return 502",
            SERVING_ERRORS),
     Mutant("serving-execution-errors-not-counted", "serving/rag.py",
-           "            metrics.execution_errors.labels(service=SERVICE).inc()", "            pass", SERVING_RAG),
+           "            metrics.execution_errors.labels(service=SERVICE).inc()", "            pass", SERVING_HOSTILE),
     Mutant("serving-execute-latency-not-observed", "serving/rag.py",
-           '("generate", "generate"), ("execute", "execute"),', '("generate", "generate"),', SERVING_RAG),
+           '("generate", "generate"), ("execute", "execute"),', '("generate", "generate"),', SERVING_HOSTILE),
     Mutant("serving-guard-refusals-not-counted", "serving/rag.py",
            "                metrics.guard_refusals.labels(service=SERVICE).inc()", "                pass", SERVING_RAG),
     Mutant("serving-probes-counted-as-requests", "serving/errors.py", 'if route not in ("metrics", "health"):',

@@ -188,3 +188,16 @@ def test_build_records_without_a_registry_push_are_refused(tmp_path, record, mes
 def test_pin_image_needs_the_entry_it_rewrites():
     with pytest.raises(PromotionError, match=re.escape("has no images: entry '- name: ghcr.io/coderag/coderag'")):
         pin_image("images:\n  - name: other/image\n    digest: " + DIGEST + "\n", PUSHED)
+
+
+@pytest.mark.parametrize("image", ["ghcr.io/coderag/coderag:0.1.0", "ghcr.io/coderag/coderag@sha256:xyz",
+                                   "Ghcr.io/Coderag@sha256:" + "a" * 64])
+def test_every_image_check_refuses_a_reference_not_pinned_by_digest(image):
+    """Each entry point that writes or accepts an image checks it itself, not only through its callers."""
+    from coderag.release.promotion import PromotionError, Release, check_release, pin_image
+
+    text = "images:\n  - name: ghcr.io/coderag/coderag\n    newName: a/b\n    digest: sha256:" + "0" * 64 + "\n"
+    with pytest.raises(PromotionError, match=r"is not <repository>@sha256:<64 lowercase hex digits>"):
+        pin_image(text, image)
+    with pytest.raises(PromotionError, match="is not pinned by digest"):
+        check_release(Release("s3://b/model", "s3://b/index", image))
