@@ -158,3 +158,18 @@ def rag_service(retriever_service, generator_service, tmp_path_factory):
     service = start_service("rag", flags, tmp_path_factory.mktemp("serving-logs"), model_name="coderag-rag")
     yield service
     service.stop()
+
+
+@pytest.fixture
+def gitops_repo(tmp_path) -> Path:
+    """A git repository holding a copy of this project's manifests/, one commit on main."""
+    import shutil
+
+    from tooling import git
+
+    repo = tmp_path / "gitops"
+    shutil.copytree(REPO_ROOT / "manifests", repo / "manifests")
+    git(repo, "init", "--quiet", "--initial-branch=main")
+    git(repo, "add", ".")
+    git(repo, "commit", "--quiet", "-m", "initial manifests")
+    return repo

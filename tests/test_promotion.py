@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tooling import needs_tool
+from tooling import git, needs_tool
 
 from coderag.release.promotion import PromotionError, PromotionSettings, promote, read_release
 
@@ -19,26 +19,6 @@ METRICS = {"recall@5": 0.93, "execution_accuracy": 0.71}
 
 needs_git = needs_tool("git", "scripts/install-system.sh")
 pytestmark = needs_git
-
-
-def git(repo: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return done.stdout.strip()
-
-
-@pytest.fixture
-def gitops_repo(tmp_path) -> Path:
-    repo = tmp_path / "gitops"
-    shutil.copytree(REPO_ROOT / "manifests", repo / "manifests")
-    git(repo, "init", "--quiet", "--initial-branch=main")
-    git(repo, "add", ".")
-    git(repo, "commit", "--quiet", "-m", "initial manifests")
-    return repo
 
 
 def head(repo: Path) -> str:

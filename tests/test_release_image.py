@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
-from tooling import needs_tool
+from tooling import git, needs_tool
 
 from coderag.cli import main
 from coderag.release.image import pushed_image
@@ -28,22 +27,6 @@ PUSHED = "registry.example.com/me/coderag@" + DIGEST
 
 pytestmark = needs_tool("git", "scripts/install-system.sh")
 needs_kubectl = needs_tool("kubectl", ">= 1.27, with built-in kustomize")
-
-
-def git(repo: Path, *args: str) -> str:
-    done = subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
-                          capture_output=True, text=True, check=True)
-    return done.stdout.strip()
-
-
-@pytest.fixture
-def gitops_repo(tmp_path) -> Path:
-    repo = tmp_path / "gitops"
-    shutil.copytree(REPO_ROOT / "manifests", repo / "manifests")
-    git(repo, "init", "--quiet", "--initial-branch=main")
-    git(repo, "add", ".")
-    git(repo, "commit", "--quiet", "-m", "initial manifests")
-    return repo
 
 
 def release(repo: Path, env: str, *extra: str) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,10 @@ def needs_server(url: str, install_hint: str) -> pytest.MarkDecorator:
     missing = not server_reachable(url)
     return pytest.mark.skipif(missing and not os.environ.get("CI"),
                               reason=f"no database server answers at {url} ({install_hint})")
+
+
+def git(repo: Path, *args: str) -> str:
+    """``git -C repo ARGS`` with a throw-away identity; its stdout, stripped (raises when git fails)."""
+    done = subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                          capture_output=True, text=True, check=True)
+    return done.stdout.strip()
