@@ -388,6 +388,16 @@ def _switch_branch(repo_dir: Path, branch: str) -> None:
     _git(repo_dir, "switch", *(() if exists else ("-c",)), branch)
 
 
+def _open_overlay(repo_dir: Path | str, env: str, settings: PromotionSettings) -> tuple[Path, Release]:
+    """Check ``env`` and the checkout, switch to the settings' branch, and read the overlay's release now."""
+    repo = Path(repo_dir)
+    _check_env(env)
+    _git(repo, "rev-parse", "--git-dir")
+    if settings.branch:
+        _switch_branch(repo, settings.branch)
+    return repo, read_release(repo, env)
+
+
 def promote(
     repo_dir: Path | str,
     env: str,
@@ -424,12 +434,7 @@ def promote(
         True
     """
     settings = settings or PromotionSettings()
-    repo = Path(repo_dir)
-    _check_env(env)
-    _git(repo, "rev-parse", "--git-dir")
-    if settings.branch:
-        _switch_branch(repo, settings.branch)
-    previous = read_release(repo, env)
+    repo, previous = _open_overlay(repo_dir, env, settings)
 
     staging = read_release(repo, "staging") if env == "prod" else None
     # Prod keeps staging's image unless a digest is given (and then it must be staging's).
@@ -487,12 +492,7 @@ def promote_image(
         True
     """
     settings = settings or PromotionSettings()
-    repo = Path(repo_dir)
-    _check_env(env)
-    _git(repo, "rev-parse", "--git-dir")
-    if settings.branch:
-        _switch_branch(repo, settings.branch)
-    previous = read_release(repo, env)
+    repo, previous = _open_overlay(repo_dir, env, settings)
     if env == "prod":
         staged = read_image(repo, "staging")
         if staged.endswith(_ZERO_DIGEST):
