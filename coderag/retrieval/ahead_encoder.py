@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from coderag.errors import ConfigError
+from coderag.retrieval.encoder import encoder_dim, validate_texts
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -239,12 +240,7 @@ def iter_encoded_windows(
     """
     import torch
 
-    if isinstance(texts, str):
-        raise ConfigError("encode expects a list of texts, not a single string: wrap it in a list")
-    texts = list(texts)
-    bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
-    if bad is not None:
-        raise ConfigError(f"text {bad} to encode is a {type(texts[bad]).__name__}, not a string: pass strings only")
+    texts = validate_texts(texts)
     for name, value, low in (("batch size", batch_size, 1), ("window", window, 1),
                              ("workers", 0 if workers is None else workers, 0),
                              ("prefetch", 1 if prefetch is None else prefetch, 1)):
@@ -315,8 +311,6 @@ def encode_ahead(model: SentenceTransformer, texts: Sequence[str], **kwargs: Any
         >>> encode_ahead(load_encoder(), ["CREATE TABLE singer (id INT);"], workers=0).shape  # doctest: +SKIP
         (1, 384)
     """
-    from coderag.retrieval.encoder import encoder_dim
-
     parts = [vectors for _, vectors in iter_encoded_windows(model, texts, **kwargs)]
     if not parts:
         return np.zeros((0, encoder_dim(model)), dtype=np.float32)

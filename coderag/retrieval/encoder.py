@@ -222,6 +222,31 @@ def encoder_fingerprint(model: SentenceTransformer) -> str:
     return value
 
 
+def validate_texts(texts: Sequence[str]) -> list[str]:
+    """``texts`` as a list of strings, or :class:`ConfigError` naming the first one that is not a string.
+
+    Args:
+        texts: the texts to embed (a list, not a single string).
+
+    Returns:
+        A new list of the same strings.
+
+    Raises:
+        ConfigError: ``texts`` is a single string or holds a non-string.
+
+    Example:
+        >>> validate_texts(("a", "b"))
+        ['a', 'b']
+    """
+    if isinstance(texts, str):
+        raise ConfigError("encode expects a list of texts, not a single string: wrap it in a list")
+    texts = list(texts)
+    bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
+    if bad is not None:
+        raise ConfigError(f"text {bad} to encode is a {type(texts[bad]).__name__}, not a string: pass strings only")
+    return texts
+
+
 def encode(
     model: SentenceTransformer,
     texts: Sequence[str],
@@ -250,12 +275,7 @@ def encode(
         >>> encode(load_encoder(), ["CREATE TABLE singer (id INT);"]).shape  # doctest: +SKIP
         (1, 384)
     """
-    if isinstance(texts, str):
-        raise ConfigError("encode expects a list of texts, not a single string: wrap it in a list")
-    texts = list(texts)
-    bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
-    if bad is not None:
-        raise ConfigError(f"text {bad} to encode is a {type(texts[bad]).__name__}, not a string: pass strings only")
+    texts = validate_texts(texts)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch size must be a positive integer, got {batch_size!r}")
     if not texts:
