@@ -27,6 +27,28 @@ def brute_force_retrieval(model, snippets: list[str], questions: list[str], gold
             "mrr@10": float(np.mean(np.where(ranks <= 10, 1.0 / ranks, 0.0)))}
 
 
+def held_out_retrieval(corpus_dir, model_dir, index_dir) -> dict[str, float]:
+    """:func:`brute_force_retrieval` of a pipeline run's held-out questions over its saved index, from its artifacts.
+
+    Args:
+        corpus_dir: the synthesize step's corpus split.
+        model_dir: the tuned encoder.
+        index_dir: the saved schema index (its snippets, in index order, are the documents).
+    """
+    from sentence_transformers import SentenceTransformer
+
+    from coderag.corpus.schemas import normalize_schema, schema_only
+    from coderag.pipeline.stages import read_corpus
+    from coderag.retrieval.index import SchemaIndex
+
+    index = SchemaIndex.load(index_dir)
+    _, held_out = read_corpus(corpus_dir)
+    position = {normalize_schema(s): i for i, s in enumerate(index.snippets)}
+    gold = [position[normalize_schema(schema_only(r["sql_context"]))] for r in held_out]
+    model = SentenceTransformer(str(model_dir), device="cpu")
+    return brute_force_retrieval(model, index.snippets, [r["sql_prompt"] for r in held_out], gold)
+
+
 def same_rows_on_context(context: str, gold: str, pred: str | None) -> bool:
     """Whether ``pred`` returns the same rows as ``gold`` (as multisets) on the SQLite database ``context`` builds."""
     if not pred:

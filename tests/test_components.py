@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from expected import brute_force_retrieval, same_rows_on_context
+from expected import held_out_retrieval, same_rows_on_context
 from kfp.dsl import HTML, Artifact, Dataset, Markdown, Metrics, Model
 from tooling import needs_tool
 
@@ -113,7 +113,7 @@ def test_evaluate_logs_retrieval_and_sql_metrics(stages):
     _, a = stages
     logged = a["metrics"].metadata
     # Retrieval, recomputed here by brute force (numpy dot products over the index's own snippets).
-    expected = _brute_force_retrieval(a)
+    expected = held_out_retrieval(a["corpus_split"].path, a["model"].path, a["index"].path)
     for name in ("recall@1", "recall@5", "recall@10", "mrr@10"):
         assert logged[name] == pytest.approx(expected[name], abs=1e-3), name
     assert logged["n_eval"] == 2
@@ -135,19 +135,6 @@ def test_evaluate_logs_retrieval_and_sql_metrics(stages):
     page = Path(a["report_html"].path).read_text()
     assert page.startswith("<!doctype html>") and "data:image/png;base64," in page
 
-
-def _brute_force_retrieval(a) -> dict[str, float]:
-    """Recall@1/5/10 and MRR@10 of every held-out question's own schema, from scratch with numpy."""
-    from sentence_transformers import SentenceTransformer
-
-    from coderag.corpus.schemas import normalize_schema, schema_only
-
-    index = SchemaIndex.load(a["index"].path)
-    _, held_out = read_corpus(a["corpus_split"].path)
-    position = {normalize_schema(s): i for i, s in enumerate(index.snippets)}
-    gold = [position[normalize_schema(schema_only(r["sql_context"]))] for r in held_out]
-    return brute_force_retrieval(SentenceTransformer(a["model"].path, device="cpu"), index.snippets,
-                                 [r["sql_prompt"] for r in held_out], gold)
 
 def test_gate_component_passes_and_fails_on_floors(stages, tmp_path):
     _, a = stages

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from expected import brute_force_retrieval
+from expected import held_out_retrieval
 
 from coderag.cli import main as cli_main
 from coderag.config import PIPELINE_PARAMETERS, PipelineSettings
@@ -155,21 +155,6 @@ def test_submit_and_run_validate_their_input(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
-def _expected_recall_at_5(run_dir: Path) -> float:
-    """Recall@5 of the held-out questions, recomputed from the run's own artifacts with numpy."""
-    from sentence_transformers import SentenceTransformer
-
-    from coderag.corpus.schemas import normalize_schema, schema_only
-    from coderag.pipeline.stages import read_corpus
-
-    index = SchemaIndex.load(run_dir / "build-index" / "index")
-    _, held_out = read_corpus(run_dir / "synthesize" / "corpus_split")
-    position = {normalize_schema(s): i for i, s in enumerate(index.snippets)}
-    gold = [position[normalize_schema(schema_only(r["sql_context"]))] for r in held_out]
-    model = SentenceTransformer(str(run_dir / "finetune" / "model"), device="cpu")
-    return brute_force_retrieval(model, index.snippets, [r["sql_prompt"] for r in held_out], gold)["recall@5"]
-
-
 @pytest.fixture()
 def one_thread_per_step(monkeypatch):
     """Each step is its own process; one torch thread each avoids oversubscribing a small, shared CPU."""
@@ -185,7 +170,9 @@ def test_local_run_with_impossible_threshold_skips_deploy(tmp_path):
     assert result.run_status["status"] == "SUCCEEDED"
     assert result.metrics["n_eval"] == 2
     run_dir = next((tmp_path / "run" / "artifacts").iterdir())
-    assert result.metrics["recall@5"] == pytest.approx(_expected_recall_at_5(run_dir), abs=1e-3)
+    expected = held_out_retrieval(run_dir / "synthesize" / "corpus_split", run_dir / "finetune" / "model",
+                                  run_dir / "build-index" / "index")
+    assert result.metrics["recall@5"] == pytest.approx(expected["recall@5"], abs=1e-3)
     assert not (tmp_path / "deployed").exists()
     outcome = json.loads((tmp_path / "run" / "outcome.json").read_text())
     assert outcome["status"] == "skipped" and outcome["reasons"] == result.reasons
