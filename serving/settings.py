@@ -9,7 +9,6 @@ ones a service uses, which become its flags (secrets never do: ``CODERAG_LLM_API
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import ClassVar
 
@@ -159,23 +158,7 @@ class RagSettings(ServiceLimits):
                 text = self.databases_file.read_text(encoding="utf-8")
             except OSError as exc:
                 raise ConfigError(f"cannot read databases_file ({exc.strerror})") from None
-        text = text.strip()
-        if text and not text.startswith("{"):
-            pairs = {}
-            for item in filter(None, (part.strip() for part in text.split(","))):
-                name, sep, url = item.partition("=")
-                if not sep or not name.strip() or not url.strip():
-                    raise ConfigError(f"invalid setting databases: {name.strip() or item!r} is not NAME=URL")
-                url = url.strip()
-                # A bare path is a SQLite file.
-                pairs[name.strip()] = url if "://" in url else f"sqlite:///{Path(url).absolute()}"
-            text = json.dumps(pairs)
-        registry = DatabaseRegistry.from_json(text, show_reasons=False)
-        for name in registry.names():
-            database = registry.get(name)
-            if database.backend == "sqlite" and not database.path.is_file():
-                raise ConfigError(f"invalid setting databases: database {name!r} is not a file")
-        return registry
+        return DatabaseRegistry.parse(text, show_reasons=False)
 
     @field_validator("retriever_url")
     @classmethod

@@ -304,6 +304,23 @@ def test_sqlite_files_by_path_or_url_are_read_only_too(tmp_path):
         open_database(tmp_path / "absent.sqlite")
 
 
+def test_the_databases_setting_takes_json_or_name_url_pairs_and_checks_sqlite_files(tmp_path):
+    """The services' setting: JSON or NAME=URL pairs, a bare path is a SQLite file that must exist."""
+    demo = tmp_path / "demo.sqlite"
+    sqlite3.connect(demo).close()
+    registry = DatabaseRegistry.parse(f"shop=postgresql://reader:s3cret@db/shop, demo={demo}")
+    assert registry.names() == ["demo", "shop"]
+    assert (registry.get("demo").backend, registry.get("demo").path) == ("sqlite", demo)
+    assert DatabaseRegistry.parse('{"shop": "postgresql:///shop"}').names() == ["shop"]
+    assert DatabaseRegistry.parse("  ").names() == []
+    with pytest.raises(ConfigError) as caught:
+        DatabaseRegistry.parse("shop")
+    assert str(caught.value) == "invalid setting databases: 'shop' is not NAME=URL"
+    with pytest.raises(ConfigError) as caught:
+        DatabaseRegistry.parse(f"gone={tmp_path / 'missing.sqlite'}")
+    assert str(caught.value) == "invalid setting databases: database 'gone' is not a file"
+
+
 def test_urls_are_validated_and_passwords_never_echoed():
     with pytest.raises(DatabaseError, match="database backend 'oracle' is not supported"):
         Database("oracle://scott:tiger@db/x")

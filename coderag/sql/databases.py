@@ -494,6 +494,35 @@ class DatabaseRegistry:
             raise ConfigError('the databases setting must be a JSON object of name -> URL strings')
         return cls(urls, **options)
 
+    @classmethod
+    def parse(cls, text: str | None, **options: Any) -> DatabaseRegistry:
+        """A registry from a setting: a JSON object, or ``NAME=URL[,NAME=URL...]`` where a bare path is a
+        SQLite file; every SQLite entry's file must exist.
+
+        Raises:
+            ConfigError: an entry is not ``NAME=URL``, a URL is unsupported, or a SQLite file is missing.
+
+        Example:
+            >>> DatabaseRegistry.parse("shop=postgresql://reader@db/shop").names()
+            ['shop']
+        """
+        text = (text or "").strip()
+        if text and not text.startswith("{"):
+            pairs = {}
+            for item in filter(None, (part.strip() for part in text.split(","))):
+                name, sep, url = item.partition("=")
+                if not sep or not name.strip() or not url.strip():
+                    raise ConfigError(f"invalid setting databases: {name.strip() or item!r} is not NAME=URL")
+                url = url.strip()
+                pairs[name.strip()] = url if "://" in url else f"sqlite:///{Path(url).absolute()}"
+            text = json.dumps(pairs)
+        registry = cls.from_json(text, **options)
+        for name in registry.names():
+            database = registry.get(name)
+            if database.backend == "sqlite" and not database.path.is_file():
+                raise ConfigError(f"invalid setting databases: database {name!r} is not a file")
+        return registry
+
     def names(self) -> list[str]:
         """The registered names, sorted."""
         return sorted(self._databases)
