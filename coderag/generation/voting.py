@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from coderag.config import MAX_CANDIDATES
 from coderag.errors import GenerationError
 from coderag.generation.llm import SampledReply
 from coderag.sql.databases import transpile_sql
@@ -29,7 +30,6 @@ from coderag.sql.execution import SqlExecutionError
 from coderag.sql.guard import GuardVerdict, sql_guard
 from coderag.sql.text import extract_sql
 
-MAX_CANDIDATES = 16
 DEFAULT_SAMPLING_TEMPERATURE = 0.7
 
 

@@ -23,13 +23,13 @@ from typing import Any
 import faiss
 import numpy as np
 
+from coderag.config import MAX_EXAMPLES
 from coderag.errors import ConfigError, SchemaIndexError
 from coderag.retrieval.encoder import encode
 
 EXAMPLES_INDEX_FILE = "examples_faiss_index.bin"
 EXAMPLES_FILE = "examples.json"
 EXAMPLE_FILES = (EXAMPLES_INDEX_FILE, EXAMPLES_FILE)
-MAX_EXAMPLES = 16
 _REBUILD = "rebuild the index with `coderag index build --examples K`"
 
 
