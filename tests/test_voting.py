@@ -132,3 +132,27 @@ def test_candidates_are_sampled_in_as_few_calls_as_the_generator_allows():
                                                           [_sql(f"SELECT {i}") for i in range(3, 6)]]
     with pytest.raises(GenerationError, match="between 1 and 16"):
         sample_many(generator, prompts, 17, max_tokens=16, temperature=0.5)
+
+
+@pytest.mark.parametrize(("argv", "problem"), [
+    (["ask", "--index", "idx", "--n-candidates", "0", "q?"], "invalid setting n_candidates"),
+    (["ask", "--index", "idx", "--n-candidates", "17", "q?"], "invalid setting n_candidates"),
+    (["ask", "--index", "idx", "--examples", "17", "q?"], "invalid setting examples"),
+    (["evaluate", "--sampling-temperature", "0"], "invalid setting sampling_temperature"),
+    (["run", "--examples", "-1"], "invalid setting examples"),
+    (["index", "build", "--out", "idx", "--db", "sqlite:///x.db", "--examples", "2"], "cannot be combined with --db"),
+])
+def test_cli_flags_are_validated_in_one_line(argv, problem, capsys):
+    from coderag.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and problem in err
+
+
+def test_ask_with_examples_needs_an_index_that_holds_them(serving_index_dir, capsys):
+    from coderag.cli import main
+
+    assert main(["ask", "--index", str(serving_index_dir), "--examples", "2", "q?"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "holds no question -> SQL examples" in err
