@@ -366,7 +366,7 @@ class TrainingSettings(CodeRAGSettings):
 PIPELINE_PARAMETERS = (
     "corpus", "n_records", "eval_fraction", "synth_backend", "max_train_pairs", "n_negatives",
     "encoder", "epochs", "batch_size", "max_steps", "learning_rate", "k", "n_eval",
-    "max_new_tokens", "llm_base_url", "llm_model", "benchmark_dir", "n_benchmark", "min_recall_at_5", "min_execution_accuracy",
+    "max_new_tokens", "n_candidates", "sampling_temperature", "examples", "llm_base_url", "llm_model", "benchmark_dir", "n_benchmark", "min_recall_at_5", "min_execution_accuracy",
     "max_regression", "current_metrics", "shard_size", "index_device", "index_type", "deploy_dir", "promote_repo",
     "promote_env", "seed",
 )
