@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     faiss.omp_set_num_threads(args.threads)
 
-    from serving_harness import start_service
+    from serving_harness import scrape_metrics, start_service
 
     from coderag.retrieval.encoder import encode, encoder_fingerprint, load_encoder
     from coderag.retrieval.index import SchemaIndex
@@ -150,19 +150,23 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 run_in_process(query_encoder, full_index, load[: args.clients * 2], args.clients, args.k)  # warm-up
                 served = run_service(service.url, "coderag-retriever", load, args.clients, args.k)
+                sizes = {name.split("{")[0]: value for name, value in scrape_metrics(service.url).items()
+                         if name.startswith("coderag_retriever_batch_size_")}
                 local = run_in_process(query_encoder, full_index, load, args.clients, args.k)
             finally:
                 service.stop()
-            rows.append({"backend": backend, "service": served, "local": local, "recall": recall})
+            batch = sizes.get("coderag_retriever_batch_size_sum", 0) / max(sizes.get("coderag_retriever_batch_size_count", 0), 1)
+            print(f"service micro-batches: {batch:.1f} queries on average", flush=True)
+            rows.append({"backend": backend, "service": served, "local": local, "recall": recall, "batch": batch})
 
     base = next((r for r in rows if r["backend"] == "torch"), rows[0])
     print(f"\nend: {uptime()}")
     print(f"\n{'backend':<10} {'svc q/s':>8} {'x base':>7} {'p50 ms':>7} {'p99 ms':>7} {'inproc q/s':>10} "
-          f"{'svc/inproc':>10} {'R@10 100k':>9} {'R@10 real':>9}")
+          f"{'svc/inproc':>10} {'batch':>5} {'R@10 100k':>9} {'R@10 real':>9}")
     for r in rows:
         s, loc = r["service"], r["local"]
         print(f"{r['backend']:<10} {s['qps']:8.1f} {s['qps'] / base['service']['qps']:7.2f} {s['p50_ms']:7.1f} "
-              f"{s['p99_ms']:7.1f} {loc['qps']:10.1f} {s['qps'] / loc['qps']:10.2f} {r['recall']['full']:9.4f} "
+              f"{s['p99_ms']:7.1f} {loc['qps']:10.1f} {s['qps'] / loc['qps']:10.2f} {r['batch']:5.1f} {r['recall']['full']:9.4f} "
               f"{r['recall']['real']:9.4f}")
     print("goals: >= 300 q/s, p99 < 60 ms, service / in-process >= 0.8, Recall@10 >= 0.99")
     return 0

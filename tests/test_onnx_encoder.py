@@ -139,3 +139,14 @@ def test_retriever_service_answers_with_the_onnx_int8_backend(int8_index_dir, bu
         assert hits[0]["snippet_id"] == ids[0]  # int8 questions find torch's top hit
         assert {h["snippet_id"] for h in hits} & set(ids)
     assert any('encoder_backend="onnx-int8"' in name for name in metrics if name.startswith("coderag_model_info"))
+
+
+def test_cli_retrieve_follows_the_index_backend_and_refuses_another(int8_index_dir, capsys):
+    import coderag.cli
+
+    question = ["--question", "Which patients were admitted to each hospital ward?", "-k", "2", "--json"]
+    assert coderag.cli.main(["retrieve", "--index", str(int8_index_dir), *question]) == 0
+    assert json.loads(capsys.readouterr().out)["schemas"][0]["domain"] == "hospital"
+    assert coderag.cli.main(["retrieve", "--index", str(int8_index_dir), "--encoder-backend", "onnx", *question]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("coderag: error: ") and "--encoder-backend onnx" in err[0], err
