@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"min cosine to fp32 {cosine:.5f}; encode alone {batch_qps:.0f} q/s (batches of 64)", flush=True)
             service = start_service(
                 "retriever",
-                ["--index_dir", str(index_dir), "--encoder_backend", backend, "--encoder_threads", str(args.threads),
+                ["--index_dir", str(index_dir), "--encoder_backend", backend, "--cpu_threads", str(args.threads),
                  "--max_batch_size", str(args.max_batch_size), "--batch_wait_ms", str(args.batch_wait_ms)],
                 Path(tmp), model_name="coderag-retriever", env={"OMP_NUM_THREADS": str(args.threads)},
             )

@@ -77,11 +77,13 @@ class RetrieverModel(ServiceModel):
         self.index.check_compatible(self.encoder_model, strict=True)
         # Unset: the backend the index was built for; another ONNX backend than the index's is refused.
         self.query_encoder = load_query_encoder(self.index, self.encoder_model, self.settings.encoder_backend,
-                                                threads=self.settings.encoder_threads)
-        if self.query_encoder is self.encoder_model and self.settings.encoder_threads:
+                                                threads=self.settings.cpu_threads)
+        if self.settings.cpu_threads:
+            import faiss
             import torch
 
-            torch.set_num_threads(self.settings.encoder_threads)
+            torch.set_num_threads(self.settings.cpu_threads)
+            faiss.omp_set_num_threads(self.settings.cpu_threads)
         self.batcher = MicroBatcher(
             self.search_batch,
             max_batch_size=self.settings.max_batch_size,

@@ -43,7 +43,7 @@ class RetrieverSettings(ServiceLimits):
     model_config = CodeRAGSettings.model_config | {"env_prefix": "CODERAG_RETRIEVER_"}
     FLAG_FIELDS: ClassVar = ("storage_uri", "index_dir", "encoder", "k", "max_k", "min_score", "max_question_chars",
                              "max_queries_per_request", "max_batch_size", "batch_wait_ms", "encoder_backend",
-                             "encoder_threads", "background_load",
+                             "cpu_threads", "background_load",
                              *LIMIT_FIELDS)
 
     storage_uri: Path | None = Field(
@@ -56,9 +56,9 @@ class RetrieverSettings(ServiceLimits):
     max_queries_per_request: int = Field(64, ge=1, description="most queries (instances) in one request")
     max_batch_size: int = Field(64, ge=1, description="most queries embedded together by the micro-batcher")
     batch_wait_ms: float = Field(2.0, ge=0.0, le=1000.0, description="how long the micro-batcher waits to fill a batch")
-    encoder_threads: int | None = Field(
-        None, ge=1, le=256, description="threads that embed a batch (ONNX Runtime intra-op / torch); default: the "
-                                        "CPU cores this process may use"
+    cpu_threads: int | None = Field(
+        None, ge=1, le=256, description="threads that embed and search a batch (ONNX Runtime intra-op, torch, "
+                                        "FAISS OpenMP); default: the CPU cores this process may use"
     )
     background_load: bool = Field(
         False, description="start serving at once and load in the background (503 until ready)"

@@ -116,7 +116,7 @@ def test_retriever_service_answers_with_the_onnx_int8_backend(int8_index_dir, bu
                                                              tmp_path):
     from serving_harness import scrape_metrics, start_service
 
-    service = start_service("retriever", ["--index_dir", str(int8_index_dir), "--encoder_threads", "1"], tmp_path,
+    service = start_service("retriever", ["--index_dir", str(int8_index_dir), "--cpu_threads", "1"], tmp_path,
                             model_name="coderag-retriever")
     questions = ["Which patients were admitted to each hospital ward?", "album release year by artist",
                  "power plants by fuel type and capacity"]
