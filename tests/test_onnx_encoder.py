@@ -65,14 +65,14 @@ def test_int8_keeps_recall_at_10_against_fp32_on_real_questions(int8_index_dir, 
     """Real builtin-corpus questions against their deduplicated schemas (the synthetic corpus, not noise).
 
     The benchmark measures Recall@10 0.992 over 568 questions (and min cosine 0.9998); dynamic int8
-    (quantize_dynamic, int8 activations) gave 0.89-0.95 on the same data, so the bound of 0.98 on ~300
-    questions separates the two while leaving room for sampling noise.
+    (quantize_dynamic, int8 activations) gave 0.89-0.95 on the same data; on three seeds of this set int8
+    gave 0.992-0.994. The bound of 0.98 on 150 questions separates the two while leaving room for sampling noise.
     """
     from coderag.corpus import dedupe_schemas, load_corpus
 
     records = load_corpus("builtin", limit=300, seed=3)
     schemas = dedupe_schemas(records)
-    questions = [r["sql_prompt"] for r in records]
+    questions = [r["sql_prompt"] for r in records[::2]]  # 150 questions over the 61 schemas of 300 records
     index = SchemaIndex.from_vectors(encode(encoder_model, schemas.snippets), schemas.snippets)
     assert index.count > 40  # top-10 must be a real choice
     int8 = load_query_encoder(SchemaIndex.load(int8_index_dir), encoder_model)
