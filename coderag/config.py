@@ -71,6 +71,10 @@ class CodeRAGSettings(BaseSettings):
                                                "path, or a hub dataset name")
     encoder: str | None = Field(None, description="sentence-transformers directory or hub name "
                                                   "(default: the offline all-MiniLM-L6-v2)")
+    encoder_backend: Literal["torch", "onnx", "onnx-int8"] | None = Field(
+        None, description="how questions are embedded: torch, onnx (ONNX Runtime fp32) or onnx-int8 (8-bit "
+                          "weights); index build exports the ONNX file into the index; unset: torch at build, "
+                          "the index manifest's when serving")
     llm_backend: Literal["local", "openai"] = Field(
         "local", description="SQL generator: local transformers model or an OpenAI-compatible endpoint")
     llm_base_url: str | None = Field(

@@ -22,7 +22,7 @@ EXECUTION_ERRORS = "coderag_sql_execution_errors_total"  # counter; labels: serv
 INDEX_SIZE = "coderag_index_size"  # gauge (snippets in the loaded index); labels: service
 MODEL_READY = "coderag_model_ready"  # gauge (1 loaded and serving, 0 loading or failed); labels: service, model
 MODEL_INFO = (
-    "coderag_model_info"  # info (value 1); labels: service, model_name, encoder, index_dim, index_created_at, llm
+    "coderag_model_info"  # info (value 1); labels: service, model_name, encoder, encoder_backend, index_dim, index_created_at, llm
 )
 
 STAGES = ("embed", "search", "retrieve", "generate", "execute", "repair", "total")

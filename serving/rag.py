@@ -120,6 +120,7 @@ class RagModel(ServiceModel):
             retriever_settings = RetrieverSettings.from_values(
                 index_dir=settings.index_dir,
                 encoder=settings.encoder,
+                encoder_backend=settings.encoder_backend,
                 max_k=settings.max_k,
                 k=min(settings.k, settings.max_k),
                 max_question_chars=settings.max_question_chars,

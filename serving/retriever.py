@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from coderag.errors import QuestionError
 from coderag.retrieval.encoder import encode, load_encoder
 from coderag.retrieval.index import SchemaIndex
+from coderag.retrieval.onnx_encoder import load_query_encoder
 from coderag.retrieval.search import RetrievedSchema, hits_from_search, validate_question
 from serving import metrics
 from serving.batching import MicroBatcher
@@ -57,6 +58,7 @@ class RetrieverModel(ServiceModel):
         self.service = service
         self.index = index
         self.encoder_model = encoder_model
+        self.query_encoder = None  # encoder_model, or the ONNX encoder of the index's backend
         self.batcher: MicroBatcher | None = None
         metrics.init_service_series(service)
 
@@ -73,6 +75,15 @@ class RetrieverModel(ServiceModel):
         # Ready only when consistent: another dim, or other weights than the index was built with, raise
         # SchemaIndexError (with the rebuild hint) instead of serving silently worse results.
         self.index.check_compatible(self.encoder_model, strict=True)
+        # Unset: the backend the index was built for; another ONNX backend than the index's is refused.
+        self.query_encoder = load_query_encoder(self.index, self.encoder_model, self.settings.encoder_backend,
+                                                threads=self.settings.cpu_threads)
+        if self.settings.cpu_threads:
+            import faiss
+            import torch
+
+            torch.set_num_threads(self.settings.cpu_threads)
+            faiss.omp_set_num_threads(self.settings.cpu_threads)
         self.batcher = MicroBatcher(
             self.search_batch,
             max_batch_size=self.settings.max_batch_size,
@@ -88,9 +99,11 @@ class RetrieverModel(ServiceModel):
             index_dim=self.index.dim,
             index_count=self.index.count,
             index_created_at=self.index.created_at,
+            encoder_backend=getattr(self.query_encoder, "backend", "torch"),
         )
         self.ready = True
-        log.info("retriever ready name=%s count=%d dim=%d", self.name, self.index.count, self.index.dim)
+        log.info("retriever ready name=%s count=%d dim=%d backend=%s", self.name, self.index.count, self.index.dim,
+                 getattr(self.query_encoder, "backend", "torch"))
         return self.ready
 
     def stop(self) -> None:
@@ -104,7 +117,7 @@ class RetrieverModel(ServiceModel):
         labels = {"service": self.service}
         floor = self.settings.min_score
         t0 = time.perf_counter()
-        vectors = encode(self.encoder_model, texts)
+        vectors = encode(self.query_encoder, texts, batch_size=max(len(texts), 1))
         t1 = time.perf_counter()
         scores, ids = self.index.search(vectors, min(k, self.index.count))
         t2 = time.perf_counter()

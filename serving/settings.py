@@ -42,7 +42,8 @@ class RetrieverSettings(ServiceLimits):
 
     model_config = CodeRAGSettings.model_config | {"env_prefix": "CODERAG_RETRIEVER_"}
     FLAG_FIELDS: ClassVar = ("storage_uri", "index_dir", "encoder", "k", "max_k", "min_score", "max_question_chars",
-                             "max_queries_per_request", "max_batch_size", "batch_wait_ms", "background_load",
+                             "max_queries_per_request", "max_batch_size", "batch_wait_ms", "encoder_backend",
+                             "cpu_threads", "background_load",
                              *LIMIT_FIELDS)
 
     storage_uri: Path | None = Field(
@@ -55,6 +56,10 @@ class RetrieverSettings(ServiceLimits):
     max_queries_per_request: int = Field(64, ge=1, description="most queries (instances) in one request")
     max_batch_size: int = Field(64, ge=1, description="most queries embedded together by the micro-batcher")
     batch_wait_ms: float = Field(2.0, ge=0.0, le=1000.0, description="how long the micro-batcher waits to fill a batch")
+    cpu_threads: int | None = Field(
+        None, ge=1, le=256, description="threads that embed and search a batch (ONNX Runtime intra-op, torch, "
+                                        "FAISS OpenMP); default: the CPU cores this process may use"
+    )
     background_load: bool = Field(
         False, description="start serving at once and load in the background (503 until ready)"
     )
@@ -103,6 +108,7 @@ class RagSettings(ServiceLimits):
 
     model_config = CodeRAGSettings.model_config | {"env_prefix": "CODERAG_RAG_"}
     FLAG_FIELDS: ClassVar = ("retriever_url", "retriever_model", "retriever_timeout_s", "index_dir", "encoder",
+                             "encoder_backend",
                              "llm_base_url", "llm_model", "llm_api_key_file", "llm_timeout_s", "k", "max_k",
                              "max_question_chars", "max_sql_context_chars", "max_new_tokens", "repair",
                              "execute_timeout_s", "request_timeout_s", "allow_sql_context", "databases_file", "transpile", "sandbox_memory_mb", "sandbox_sessions",

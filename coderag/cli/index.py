@@ -41,6 +41,7 @@ def _cmd_index_build(args: argparse.Namespace) -> int:
         device=s.device,
         encode_workers=s.encode_workers,
         seed=s.seed,
+        encoder_backend=s.encoder_backend or "torch",
     )
     if s.examples:
         from coderag.retrieval.examples import ExampleIndex, training_examples
@@ -56,7 +57,7 @@ def _cmd_index_build(args: argparse.Namespace) -> int:
     print(
         f"indexed {index.count} schema snippets from {len(records)} records "
         f"({schema_corpus.duplicates_dropped} duplicates dropped), dim {index.dim}, "
-        f"encoder {index.encoder_name}, index {index.spec.index_type}"
+        f"encoder {index.encoder_name} ({index.encoder_backend}), index {index.spec.index_type}"
         + "".join(f" {key}={value}" for key, value in index.spec.params().items())
     )
     print(f"built in {seconds:.1f}s ({index.count / max(seconds, 1e-9):.1f} snippets/s); wrote {out}")
@@ -75,8 +76,10 @@ def _index_database(s: JobSettings, encoder: str, args: argparse.Namespace) -> i
     finally:
         database.close()
     source = {**schema.to_manifest(), "encoder_requested": encoder}
-    previous = (read_manifest(args.out) or {}).get("source") or {}
-    if not args.force and previous == source:
+    manifest = read_manifest(args.out) or {}
+    previous = manifest.get("source") or {}
+    backend = s.encoder_backend or "torch"
+    if not args.force and previous == source and manifest.get("encoder_backend", "torch") == backend:
         print(f"schema of {schema.source} unchanged (fingerprint {source['schema_fingerprint'][:12]}, "
               f"{len(schema.tables)} tables): {args.out} left as it is")
         return 0
@@ -84,7 +87,8 @@ def _index_database(s: JobSettings, encoder: str, args: argparse.Namespace) -> i
     started = time.perf_counter()
     index = SchemaIndex.build(encoder_model, schema.snippets(), domains=[t.name for t in schema.tables],
                               batch_size=s.batch_size, show_progress=args.progress, spec=s.index_spec(),
-                              device=s.device, encode_workers=s.encode_workers, seed=s.seed)
+                              device=s.device, encode_workers=s.encode_workers, seed=s.seed,
+                              encoder_backend=backend)
     index.source = source
     seconds = time.perf_counter() - started
     out = index.save(args.out)
@@ -99,13 +103,14 @@ def _index_database(s: JobSettings, encoder: str, args: argparse.Namespace) -> i
 def _cmd_retrieve(args: argparse.Namespace) -> int:
     from coderag.retrieval.encoder import load_encoder
     from coderag.retrieval.index import SchemaIndex
+    from coderag.retrieval.onnx_encoder import load_query_encoder
     from coderag.retrieval.search import retrieve_schemas, validate_question
 
     # Validate cheap inputs before loading the index and the encoder (seconds).
     s = JobSettings.from_args(args, "retrieve")
     questions = [validate_question(q) for q in args.questions]
     index = SchemaIndex.load(args.index)
-    encoder_model = load_encoder(s.encoder or index.encoder_name)
+    encoder_model = load_query_encoder(index, load_encoder(s.encoder or index.encoder_name), s.encoder_backend)
     results = retrieve_schemas(index, encoder_model, questions, k=s.k, min_score=s.min_score)
     if args.json:
         payload = [{"question": q, "schemas": [hit.to_dict() for hit in hits]} for q, hits in zip(questions, results)]
@@ -146,7 +151,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="show a progress bar (default: when stderr is a terminal)")
     build.add_argument("--force", action="store_true", help="with --db: rebuild even when the schema is unchanged")
     add_settings_flags(build, JobSettings, ("corpus", "split", "n_records", "seed", "encoder", "batch_size", "db",
-                                            "examples", "eval_fraction",
+                                            "examples", "eval_fraction", "encoder_backend",
                                             "sample_values", "device", "encode_workers", "index_type", "nlist",
                                             "nprobe", "hnsw_m", "ef_construction", "ef_search"))
     build.set_defaults(func=_cmd_index_build)
@@ -161,5 +166,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     retrieve.add_argument("--question", dest="questions", required=True, action="append",
                           help="question in natural language (repeat for several)")
     retrieve.add_argument("--json", action="store_true", help="print results as JSON")
-    add_settings_flags(retrieve, JobSettings, ("k", "min_score", "encoder"))
+    add_settings_flags(retrieve, JobSettings, ("k", "min_score", "encoder", "encoder_backend"))
     retrieve.set_defaults(func=_cmd_retrieve)

@@ -143,6 +143,20 @@ def load_encoder(name_or_path: str | None = None, device: str | None = None) -> 
     return model
 
 
+def sentence_model_of(model):
+    """The sentence-transformers model behind ``model``: itself, or the one an ONNX encoder was exported from.
+
+    Name, dimension and fingerprint always describe that model, whichever backend embeds the questions
+    (:class:`~coderag.retrieval.onnx_encoder.OnnxEncoder` holds it as ``sentence_model``).
+
+    Example:
+        >>> model = load_encoder()  # doctest: +SKIP
+        >>> sentence_model_of(model) is model  # doctest: +SKIP
+        True
+    """
+    return getattr(model, "sentence_model", model)
+
+
 def encoder_dim(model: SentenceTransformer) -> int:
     """The dimension of the sentence embeddings this model produces.
 
@@ -159,6 +173,7 @@ def encoder_dim(model: SentenceTransformer) -> int:
         >>> encoder_dim(load_encoder())  # doctest: +SKIP
         384
     """
+    model = sentence_model_of(model)
     getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
     dim = getter()
     if dim is None:
@@ -179,6 +194,7 @@ def encoder_name(model: SentenceTransformer) -> str:
         >>> encoder_name(load_encoder())  # doctest: +SKIP
         'builtin:all-MiniLM-L6-v2'
     """
+    model = sentence_model_of(model)
     name = _LOADED_AS.get(model)
     if name:
         return name
@@ -205,6 +221,7 @@ def encoder_fingerprint(model: SentenceTransformer) -> str:
         >>> len(encoder_fingerprint(load_encoder()))  # doctest: +SKIP
         16
     """
+    model = sentence_model_of(model)
     cached = _FINGERPRINTS.get(model)
     if cached is not None:
         return cached
@@ -260,7 +277,8 @@ def encode(
     logging is at INFO or more verbose, i.e. ``coderag -v``).
 
     Args:
-        model: a loaded sentence-transformers model.
+        model: a loaded sentence-transformers model, or an
+            :class:`~coderag.retrieval.onnx_encoder.OnnxEncoder` (no progress bar then).
         texts: the strings to embed (a list, not a single string).
         batch_size: texts per forward pass (a positive integer).
         show_progress: show a progress bar; ``None`` follows the log level.
@@ -280,6 +298,9 @@ def encode(
         raise ConfigError(f"batch size must be a positive integer, got {batch_size!r}")
     if not texts:
         return np.zeros((0, encoder_dim(model)), dtype=np.float32)
+    backend_encode = getattr(model, "encode_normalized", None)  # an OnnxEncoder
+    if backend_encode is not None:
+        return backend_encode(texts, batch_size=batch_size)
     vectors = model.encode(
         texts,
         batch_size=batch_size,

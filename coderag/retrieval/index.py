@@ -5,8 +5,10 @@ An index directory holds three files:
 - ``sql_rag_faiss_index.bin``: the FAISS index, ``IndexFlatIP`` or an IVF / HNSW one (see
   :mod:`coderag.retrieval.ann`);
 - ``corpus_map.json``: ``{"snippets": [...], "domains": [...]}``, row i describes vector i (JSON, no pickle);
-- ``manifest.json``: encoder, dim, count, metric, index type and its parameters, and a SHA-256 per file,
-  written last;
+- ``encoder.onnx`` (only for an ONNX encoder backend): the question encoder exported to ONNX, fp32 or 8-bit
+  weights (see :mod:`coderag.retrieval.onnx_encoder`);
+- ``manifest.json``: encoder, encoder backend, dim, count, metric, index type and its parameters, and a SHA-256
+  per file, written last;
 - optionally ``examples_faiss_index.bin`` + ``examples.json``: question -> SQL examples of the synthetic
   training split (:class:`~coderag.retrieval.examples.ExampleIndex`), described by the manifest's
   ``examples`` entry and checksummed with the rest.
@@ -21,6 +23,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +39,7 @@ from coderag.retrieval.encoder import encode, encoder_dim
 from coderag.retrieval.encoder import encoder_fingerprint as fingerprint_of
 from coderag.retrieval.encoder import encoder_name as name_of
 from coderag.retrieval.examples import EXAMPLE_FILES, ExampleIndex
+from coderag.retrieval.onnx_encoder import ENCODER_BACKENDS, ONNX_BACKENDS, ONNX_FILE, check_backend, export_onnx
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -46,7 +50,7 @@ FORMAT_VERSION = 1
 INDEX_FILE = "sql_rag_faiss_index.bin"
 CORPUS_MAP_FILE = "corpus_map.json"
 MANIFEST_FILE = "manifest.json"
-INDEX_FILES = (INDEX_FILE, CORPUS_MAP_FILE, MANIFEST_FILE, *EXAMPLE_FILES)
+INDEX_FILES = (INDEX_FILE, CORPUS_MAP_FILE, MANIFEST_FILE, *EXAMPLE_FILES, ONNX_FILE)
 _REBUILD = "rebuild the index with `coderag index build`"
 
 
@@ -110,6 +114,31 @@ class SchemaIndex:
         self.spec = spec or IndexSpec(index_type_of(faiss_index) if index_type_of(faiss_index) != "other" else "flat")
         # Question -> SQL examples of the training split, saved and loaded with the index (None: none).
         self.examples: ExampleIndex | None = None
+        # The backend questions are embedded with; the vectors above always come from the torch encoder.
+        self.encoder_backend = "torch"
+        self.encoder_onnx: dict[str, Any] | None = None  # the manifest's record of the ONNX file
+        self.onnx_path: Path | None = None  # where that file is (a loaded index's directory)
+        self._onnx_model: SentenceTransformer | None = None  # exported at save() when set
+
+    def use_encoder_backend(self, backend: str, encoder_model: SentenceTransformer | None = None) -> None:
+        """Serve questions with ``backend``: an ONNX one is exported from ``encoder_model`` when the index is saved.
+
+        Args:
+            backend: ``torch``, ``onnx`` or ``onnx-int8``.
+            encoder_model: the model the index was built with (needed for an ONNX backend).
+
+        Raises:
+            ConfigError: an unknown backend, or an ONNX backend without ``encoder_model``.
+
+        Example:
+            >>> index.use_encoder_backend("onnx-int8", load_encoder())  # doctest: +SKIP
+        """
+        self.encoder_backend = check_backend(backend)
+        self.encoder_onnx, self.onnx_path, self._onnx_model = None, None, None
+        if backend in ONNX_BACKENDS:
+            if encoder_model is None:
+                raise ConfigError(f"encoder backend {backend!r} needs the encoder model to export: pass encoder_model")
+            self._onnx_model = encoder_model
 
     @property
     def dim(self) -> int:
@@ -188,6 +217,7 @@ class SchemaIndex:
         device: str | None = None,
         encode_workers: int | None = None,
         seed: int = 0,
+        encoder_backend: str = "torch",
     ) -> SchemaIndex:
         """Embed ``snippets`` with ``encoder_model`` and index them; ``encoder_name`` defaults to what the model
         was loaded as.
@@ -208,23 +238,28 @@ class SchemaIndex:
             device: encode with the tokenise-ahead encoder on this torch device.
             encode_workers: tokenizer processes of the tokenise-ahead encoder (default: cores - 1).
             seed: seeds the IVF training sample and k-means.
+            encoder_backend: how questions will be embedded (``torch``, ``onnx``, ``onnx-int8``); an ONNX one
+                is exported into the index directory by :meth:`save`. Snippets are always embedded by torch.
 
         Returns:
             A new :class:`SchemaIndex`.
 
         Raises:
-            ConfigError: a snippet is empty or ``domains`` has the wrong length.
+            ConfigError: a snippet is empty, ``domains`` has the wrong length or the backend is unknown.
             SchemaIndexError: ``snippets`` is empty.
 
         Example:
             >>> index = SchemaIndex.build(load_encoder(), ["CREATE TABLE singer (id INT);"])  # doctest: +SKIP
         """
         snippets, domains = _check_texts(snippets, domains)
+        check_backend(encoder_backend)
         name = encoder_name or name_of(encoder_model)
         fingerprint = fingerprint_of(encoder_model)
         if device is None:
             vectors = encode(encoder_model, snippets, batch_size=batch_size, show_progress=show_progress)
-            return cls.from_vectors(vectors, snippets, domains, name, fingerprint, spec=spec, seed=seed)
+            index = cls.from_vectors(vectors, snippets, domains, name, fingerprint, spec=spec, seed=seed)
+            index.use_encoder_backend(encoder_backend, encoder_model)
+            return index
         from coderag.retrieval.ahead_encoder import encode_ahead, iter_encoded_windows
 
         options = {"device": device, "batch_size": batch_size, "workers": encode_workers}
@@ -235,7 +270,9 @@ class SchemaIndex:
             train_faiss_index(index, encode_ahead(encoder_model, [snippets[i] for i in rows], **options), seed)
         for _, vectors in iter_encoded_windows(encoder_model, snippets, **options):
             index.add(vectors)  # (window, dim) unit float32 rows, dropped after the add
-        return cls(index, snippets, domains, name, fingerprint, spec=spec)
+        built = cls(index, snippets, domains, name, fingerprint, spec=spec)
+        built.use_encoder_backend(encoder_backend, encoder_model)
+        return built
 
     def search(self, query_vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` cosine scores and snippet ids per query row; ``k`` is clipped to the index size.
@@ -316,8 +353,9 @@ class SchemaIndex:
             files: SHA-256 per index file name (filled in by :meth:`save`).
 
         Returns:
-            A JSON-serialisable dict: format version, encoder, fingerprint, dim, count, metric, index type and
-            parameters, files, creation time, and ``source`` when the index was built from a live database.
+            A JSON-serialisable dict: format version, encoder, fingerprint, encoder backend (and its ONNX file),
+            dim, count, metric, index type and parameters, files, creation time, and ``source`` when the index
+            was built from a live database.
 
         Example:
             >>> index = SchemaIndex.from_vectors(np.eye(2), ["CREATE TABLE a (x INT);", "CREATE TABLE b (y INT);"])
@@ -328,6 +366,8 @@ class SchemaIndex:
             "format_version": FORMAT_VERSION,
             "encoder": self.encoder_name,
             "encoder_fingerprint": self.encoder_fingerprint,
+            "encoder_backend": self.encoder_backend,
+            **({"encoder_onnx": self.encoder_onnx} if self.encoder_onnx is not None else {}),
             "dim": self.dim,
             "count": self.count,
             "metric": "cosine",
@@ -383,13 +423,28 @@ class SchemaIndex:
                                                f"{self.dim}: build both with the same encoder")
                     self.examples.write(staging)
                     written += list(EXAMPLE_FILES)
+                if self.encoder_backend in ONNX_BACKENDS:
+                    self._write_onnx(staging / ONNX_FILE)
+                    written.append(ONNX_FILE)
                 files = {name: _sha256(staging / name) for name in written}
                 manifest = json.dumps(self.manifest(files), indent=2, sort_keys=True)
                 (staging / MANIFEST_FILE).write_text(manifest + "\n", encoding="utf-8")
         except (OSError, RuntimeError) as exc:
             raise SchemaIndexError(f"could not write the index to {target} ({exc}): check the disk and permissions") from exc
-        log.info("index saved dir=%s count=%d dim=%d", target, self.count, self.dim)
+        if self.encoder_backend in ONNX_BACKENDS:
+            self.onnx_path, self._onnx_model = target / ONNX_FILE, None
+        log.info("index saved dir=%s count=%d dim=%d backend=%s", target, self.count, self.dim, self.encoder_backend)
         return target
+
+    def _write_onnx(self, path: Path) -> None:
+        """Export the ONNX encoder to ``path``, or copy the one this index was loaded with."""
+        if self._onnx_model is not None:
+            self.encoder_onnx = export_onnx(self._onnx_model, path, self.encoder_backend)
+        elif self.onnx_path is not None and self.encoder_onnx is not None:
+            shutil.copyfile(self.onnx_path, path)
+        else:
+            raise SchemaIndexError(f"encoder backend {self.encoder_backend!r} has no ONNX encoder to save: "
+                                   "call use_encoder_backend with the encoder model")
 
     @classmethod
     def load(
@@ -424,7 +479,9 @@ class SchemaIndex:
         examples_entry = manifest.get("examples")
         if examples_entry is not None and not isinstance(examples_entry, dict):
             raise SchemaIndexError(f"{root / MANIFEST_FILE} has a malformed 'examples' entry: {_REBUILD}")
-        for name in (INDEX_FILE, CORPUS_MAP_FILE, *(EXAMPLE_FILES if examples_entry is not None else ())):
+        backend = manifest.get("encoder_backend", "torch")
+        onnx_files = (ONNX_FILE,) if backend in ONNX_BACKENDS else ()
+        for name in (INDEX_FILE, CORPUS_MAP_FILE, *(EXAMPLE_FILES if examples_entry is not None else ()), *onnx_files):
             path = root / name
             if not path.is_file():
                 raise SchemaIndexError(f"index file {path} is missing: {_REBUILD}")
@@ -454,6 +511,8 @@ class SchemaIndex:
                     manifest.get("created_at"), manifest.get("source"), spec=spec)
         if examples_entry is not None:
             index.examples = ExampleIndex.read(root, examples_entry)
+        if onnx_files:
+            index.encoder_backend, index.encoder_onnx, index.onnx_path = backend, manifest.get("encoder_onnx"), root / ONNX_FILE
         log.info("index loaded dir=%s count=%d dim=%d encoder=%s", root, count, dim, index.encoder_name)
         return index
 
@@ -493,6 +552,9 @@ def _read_manifest(root: Path) -> dict[str, Any]:
         raise SchemaIndexError(f"{path} declares metric {manifest['metric']!r}, only 'cosine' is supported: {_REBUILD}")
     if not isinstance(manifest["files"], dict) or not all(isinstance(v, str) for v in manifest["files"].values()):
         raise SchemaIndexError(f"{path} has a malformed 'files' entry: {_REBUILD}")
+    if manifest.get("encoder_backend", "torch") not in ENCODER_BACKENDS:
+        raise SchemaIndexError(f"{path} names encoder backend {manifest['encoder_backend']!r}, this CodeRAG knows "
+                               f"{', '.join(ENCODER_BACKENDS)}: {_REBUILD}")
     for key in ("dim", "count"):
         if isinstance(manifest[key], bool) or not isinstance(manifest[key], int) or manifest[key] < 1:
             raise SchemaIndexError(f"{path} has an invalid {key} {manifest[key]!r}: {_REBUILD}")
