@@ -51,6 +51,17 @@ def _pick_device(device: str | None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def device_description(device: str) -> str:
+    """The device as a person reads it: ``"cuda (NVIDIA H100 80GB HBM3)"``, ``"cpu (2 cores)"``."""
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    if device == "cpu":
+        return f"cpu ({torch.get_num_threads()} threads)"
+    return device
+
+
 def make_loss(model, *, scale: float = 20.0, cached: bool = False, mini_batch_size: int = 32):
     """MNRL, or its cached (GradCache) variant whose memory does not grow with the batch size.
 
@@ -239,6 +250,7 @@ def _model_card(report: dict[str, Any]) -> str:
         for name, scores in report.get("outside", {}).items()
     )
     params = "\n".join(f"| {k} | {v} |" for k, v in hp.items())
+    training = report["training"]
     return f"""---
 library_name: sentence-transformers
 pipeline_tag: sentence-similarity
@@ -251,8 +263,13 @@ base_model: {report['base_model']}
 Fine-tuned from `{report['base_model']}` by `coderag finetune` to retrieve the CREATE TABLE schema
 snippet that answers a natural-language question (cosine similarity, L2-normalized embeddings).
 
+## Training run
+| profile | pairs | steps | minutes | device |
+| --- | --- | --- | --- | --- |
+| {report['profile']} | {report['train_size']} | {training['steps']} | {report['minutes']} | {report['device_name']} |
+
 ## Training data
-- pairs: {report['train_size']} (columns: {', '.join(report['columns'])})
+- pairs: {report['train_size']} (columns: {', '.join(report['columns'])}), synthetic only
 - held-out evaluation: {report['eval_queries']} questions from {len(report['held_out_domains'])} domains never
   seen in training, against a corpus of {report['corpus_size']} unique schema snippets
 
@@ -293,6 +310,7 @@ def finetune_encoder(
     outside_evals: dict[str, tuple[list[dict], list[dict]]] | None = None,
     seed: int = 0,
     device: str | None = None,
+    profile: str = "custom",
     show_progress: bool = True,
 ) -> dict[str, Any]:
     """Fine-tune ``base_model`` (default: the bundled all-MiniLM-L6-v2) and save it at ``output_dir``.
@@ -322,6 +340,7 @@ def finetune_encoder(
         max_eval_queries: cap on evaluation questions.
         outside_evals: extra evaluations (see above).
         device: torch device; default CUDA when available.
+        profile: the training profile these settings came from (recorded in the report and model card).
         show_progress: show progress bars.
 
     Returns:
@@ -347,6 +366,7 @@ def finetune_encoder(
         raise ConfigError("batch_size must be >= 2 and epochs, learning_rate, scale positive, max_seq_length >= 8.")
     if train_max_seq_length is not None and train_max_seq_length < 8:
         raise ConfigError(f"train_max_seq_length must be >= 8, got {train_max_seq_length}.")
+    started = time.perf_counter()
     device = _pick_device(device)
     model = load_encoder(base_model, device=device)
     model.float()  # fp32 master weights (a checkpoint may be stored in fp16); CUDA steps autocast
@@ -380,6 +400,7 @@ def finetune_encoder(
         outside[name]["after"] = outside_evaluator(model)
 
     report: dict[str, Any] = {
+        "profile": profile,
         "base_model": base_model or "builtin:all-MiniLM-L6-v2",
         "before": before,
         "after": after,
@@ -402,6 +423,9 @@ def finetune_encoder(
         "loss_after": round(loss_after, 4),
         "training": training,
         "device": device,
+        "device_name": device_description(device),
+        # the whole run (load, evaluations before and after, training), as a person would time it
+        "minutes": round((time.perf_counter() - started) / 60, 2),
         "model_dir": str(output_dir),
     }
     with atomic_directory(output_dir) as staged:
