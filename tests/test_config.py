@@ -97,7 +97,7 @@ def test_a_profile_is_named_defaults_that_flags_and_env_still_override(monkeypat
     assert TrainingSettings(profile="full").batch_size == 64
     monkeypatch.setenv("CODERAG_PIPELINE_PROFILE", "full")
     pipeline = PipelineSettings()
-    assert (pipeline.max_steps, pipeline.cached, pipeline.n_negatives) == (0, True, 3)
+    assert (pipeline.max_steps, pipeline.cached, pipeline.batch_size) == (0, True, 256)
     assert "batch_size" not in pipeline.model_fields_set  # `pipeline submit` sends only what a person set
     with pytest.raises(ConfigError):
         TrainingSettings.from_flags(profile="huge")
