@@ -47,6 +47,13 @@ CONFIGS = {
                            "tasks": ["question->schema", "hybrid_question->schema"]},
     "b256-no-hybrid": {"pairs": 0, "batch": 256, "epochs": 3, "lr": 5e-5, "negatives": 0, "cached": True,
                        "tasks": ["question->schema", "paraphrase->schema"]},
+    # the pairs of fewer train domains (a seeded half / quarter of the 32): what domain variety is worth. Batch
+    # 64: half the domains hold ~160 schemas, too few distinct positives for batches of 256 (0 steps on the H100)
+    "b64-half-domains": {"pairs": 0, "batch": 64, "epochs": 3, "lr": 5e-5, "negatives": 0, "cached": True,
+                         "domains_fraction": 0.5},
+    "b64-quarter-domains": {"pairs": 0, "batch": 64, "epochs": 3, "lr": 5e-5, "negatives": 0, "cached": True,
+                            "domains_fraction": 0.25},
+    "b64-all-domains": {"pairs": 0, "batch": 64, "epochs": 3, "lr": 5e-5, "negatives": 0, "cached": True},
     # 3x the schemas of the same train-side domains (needs `prepare --more-records 6000`)
     "more-b256-2ep": {"pairs": 0, "batch": 256, "epochs": 2, "lr": 5e-5, "negatives": 0, "cached": True,
                       "data": "more"},
@@ -249,6 +256,12 @@ def run(data_dir: Path, out: Path, names: list[str], base: str, tiny: bool, seed
         if cfg is not None:
             source = data[cfg["data"]] if "data" in cfg else data
             pairs = [p for p in source["pairs"] if p["task"] in cfg.get("tasks", [p["task"]])]
+            if "domains_fraction" in cfg:
+                domains = sorted({p["domain"] for p in pairs})
+                random.Random(seed).shuffle(domains)
+                kept = set(domains[: max(1, round(cfg["domains_fraction"] * len(domains)))])
+                pairs = [p for p in pairs if p["domain"] in kept]
+                row["domains"] = len(kept)
             random.Random(seed).shuffle(pairs)
             if cfg["pairs"]:
                 pairs = pairs[: cfg["pairs"]]

@@ -165,6 +165,10 @@ def train_encoder(
     Returns:
         A dict: planned and run steps, samples, seconds, samples/s, train loss, logged losses, precision.
 
+    Raises:
+        TrainingDataError: not one batch could be filled with distinct texts (no step ran), so the model
+            would leave training untouched.
+
     Example:
         >>> train_encoder(model, pairs, max_steps=10)["steps"]  # doctest: +SKIP
         10
@@ -218,6 +222,12 @@ def train_encoder(
         shutil.rmtree(scratch, ignore_errors=True)
     steps = int(output.global_step)
     samples = steps * batch_size
+    if steps == 0:
+        distinct = len({text for column in dataset.column_names for text in dataset[column]})
+        raise TrainingDataError(
+            f"no training step ran: the no-duplicates sampler cannot fill one batch of {batch_size} pairs with "
+            f"distinct texts ({len(dataset)} pairs hold {distinct} distinct texts across {len(dataset.column_names)} "
+            "columns; every schema may appear once a batch): lower the batch size or the number of negatives.")
     if steps < 0.5 * planned:
         log.warning(
             "only %d of %d planned training steps ran: the NO_DUPLICATES sampler cannot fill batches of %d "
