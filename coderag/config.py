@@ -318,13 +318,56 @@ class JobSettings(CodeRAGSettings):
         return list(dict.fromkeys(self.schemas.split(",")))
 
 
-class TrainingSettings(CodeRAGSettings):
+PROFILES = ("laptop", "full")
+# A training profile is a named set of defaults: the fields it names take its values unless a flag or an
+# environment variable sets them. "laptop" is the fields' own defaults (minutes on 2 cores); "full" trains on
+# every synthesized pair for 3 epochs with CachedMNRL at batch 256, for a GPU. It mines no hard negatives: the
+# builtin corpus has ~320 train schemas, so a batch of 256 already holds nearly every sibling schema as an
+# in-batch negative, and 3 mined negatives a pair leave the no-duplicates sampler unable to fill one batch of
+# 256 distinct texts (0 steps ran on an H100; benchmarks/encoder_ablation.py has the measurements).
+TRAINING_PROFILES: dict[str, dict[str, Any]] = {
+    "laptop": {},
+    "full": {"max_train_pairs": 0, "n_negatives": 0, "epochs": 3.0, "batch_size": 256, "cached": True,
+             "mini_batch_size": 64, "train_max_seq_length": 256},
+}
+PIPELINE_PROFILES: dict[str, dict[str, Any]] = {
+    "laptop": {},
+    "full": {"max_train_pairs": 0, "n_negatives": 0, "epochs": 3.0, "batch_size": 256, "max_steps": 0,
+             "cached": True},
+}
+
+
+class _Profiled:
+    """Mixin: after validation, every field the chosen profile names and no flag/env set takes its value."""
+
+    PROFILE_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    @model_validator(mode="after")
+    def _apply_profile(self):
+        for name, value in self.PROFILE_DEFAULTS[self.profile].items():
+            if name not in self.model_fields_set:
+                object.__setattr__(self, name, value)  # not counted as set: submit sends only what was set
+        return self
+
+    def profile_values(self) -> dict[str, Any]:
+        """The fields the profile chose (those no flag or environment variable overrode)."""
+        return {n: getattr(self, n) for n in self.PROFILE_DEFAULTS[self.profile] if n not in self.model_fields_set}
+
+
+class TrainingSettings(_Profiled, CodeRAGSettings):
     """The training stage (``coderag synth | negatives | finetune``); env ``CODERAG_TRAIN_<FIELD>``.
 
-    The defaults are sized so the whole stage runs in minutes on a 2-core laptop.
+    The defaults are sized so the whole stage runs in minutes on a 2-core laptop (``profile="laptop"``);
+    ``profile="full"`` swaps in :data:`TRAINING_PROFILES` ["full"] for every field no flag or environment
+    variable sets.
     """
 
     model_config = CodeRAGSettings.model_config | {"env_prefix": "CODERAG_TRAIN_"}
+    PROFILE_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = TRAINING_PROFILES
+
+    profile: Literal["laptop", "full"] = Field(
+        "laptop", description="named training defaults: laptop (minutes on 2 cores) or full (all pairs, 3 epochs, "
+                              "CachedMNRL batch 256; for a GPU); explicit flags still override")
 
     n_records: int = Field(2000, ge=10, description="corpus records")
     eval_fraction: float = Field(0.2, gt=0, lt=1, description="share of domains held out for evaluation")
@@ -369,8 +412,9 @@ class TrainingSettings(CodeRAGSettings):
 
 PIPELINE_PARAMETERS = (
     "corpus", "n_records", "eval_fraction", "synth_backend", "max_train_pairs", "n_negatives",
-    "encoder", "epochs", "batch_size", "max_steps", "learning_rate", "k", "n_eval",
-    "max_new_tokens", "n_candidates", "sampling_temperature", "examples", "llm_base_url", "llm_model", "benchmark_dir", "n_benchmark", "min_recall_at_5", "min_execution_accuracy",
+    "encoder", "profile", "epochs", "batch_size", "max_steps", "learning_rate", "cached", "k", "n_eval",
+    "max_new_tokens", "n_candidates", "sampling_temperature", "examples", "llm_base_url", "llm_model",
+    "benchmark_dir", "n_benchmark", "min_recall_at_5", "min_execution_accuracy",
     "max_regression", "current_metrics", "shard_size", "index_device", "index_type", "deploy_dir", "promote_repo",
     "promote_env", "seed",
 )
@@ -384,7 +428,7 @@ LOCAL_BENCHMARKS = (Path(__file__).resolve().parents[2] / "shared" / "datasets" 
                     Path("../shared/datasets/spider"))
 
 
-class PipelineSettings(CodeRAGSettings):
+class PipelineSettings(_Profiled, CodeRAGSettings):
     """Pipeline parameters plus run / submission options; env ``CODERAG_PIPELINE_<FIELD>``.
 
     The fields in :data:`PIPELINE_PARAMETERS` are the pipeline's own parameters (same names); the others say
@@ -392,7 +436,12 @@ class PipelineSettings(CodeRAGSettings):
     """
 
     model_config = CodeRAGSettings.model_config | {"env_prefix": "CODERAG_PIPELINE_"}
+    PROFILE_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = PIPELINE_PROFILES
 
+    profile: Literal["laptop", "full"] = Field(
+        "laptop", description="named training defaults: laptop (the local run's minutes on 2 cores) or full (all "
+                              "pairs, 3 epochs, CachedMNRL batch 256; the fine-tune step asks for a GPU); "
+                              "explicit flags still override")
     n_records: int = Field(2000, ge=20, description="corpus records")
     eval_fraction: float = Field(0.2, gt=0, lt=1, description="share of domains held out for evaluation")
     synth_backend: Literal["offline", "llm"] = Field("offline", description="pair synthesis: offline templates or the LLM")
@@ -402,6 +451,7 @@ class PipelineSettings(CodeRAGSettings):
     batch_size: int = Field(16, ge=2, description="training batch size")
     max_steps: int = Field(16, ge=0, description="cap on training steps (0: no cap)")
     learning_rate: float = Field(5e-5, gt=0, description="learning rate")
+    cached: bool = Field(False, description="CachedMNRL (GradCache): large batches in bounded memory")
     n_eval: int = Field(200, ge=1, description="held-out synthetic questions scored for EM/EX")
     benchmark_dir: str = Field("", description="a benchmark in Spider's layout also scored (a path the evaluate "
                                                "step can read; local run: ../shared/datasets/spider when present)")

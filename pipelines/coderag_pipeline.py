@@ -46,7 +46,10 @@ GITOPS_TOKEN_ENV = "CODERAG_PROMOTE_GIT_TOKEN"
 
 @dataclass(frozen=True)
 class Placement:
-    """Where steps run on a cluster: resource requests, GPU for fine-tuning / synthesis, the key Secret."""
+    """Where steps run on a cluster: resource requests, GPU for fine-tuning / synthesis, the key Secret.
+
+    A GPU step also tolerates the ``accelerator_type`` taint GPU node pools usually carry.
+    """
 
     gpu: bool = True
     accelerator_type: str = "nvidia.com/gpu"
@@ -67,6 +70,7 @@ def _resources(task, cpu: str, memory: str, *, gpu: bool = False, placement: Pla
     task.set_cpu_request(cpu).set_memory_request(memory)
     if gpu and placement is not None and placement.gpu:
         task.set_accelerator_type(placement.accelerator_type).set_accelerator_limit(1)
+        kubernetes.add_toleration(task, key=placement.accelerator_type, operator="Exists", effect="NoSchedule")
     return task
 
 
@@ -77,9 +81,15 @@ def _llm_key(task, placement: Placement):
     return task
 
 
-def build_pipeline(image: str = IMAGE, placement: Placement | None = None):
-    """The pipeline function for ``image`` and ``placement`` (default: cluster placement with GPU)."""
+def build_pipeline(image: str = IMAGE, placement: Placement | None = None, profile: str = "laptop"):
+    """The pipeline function for ``image``, ``placement`` (default: cluster placement with GPU) and ``profile``.
+
+    The training profile decides where fine-tuning runs: ``"full"`` (all pairs, several epochs, a large
+    CachedMNRL batch) asks for a GPU node, ``"laptop"`` (a few steps) a CPU pod. The parameter defaults of
+    a profile are applied when compiling (:func:`pipelines.run.compile_pipeline`).
+    """
     placement = placement or Placement()
+    tune_on_gpu = profile == "full"
     ops = {c.name: _with_image(c, image) for c in (synthesize, finetune, plan_shards, embed_shard, build_index,
                                                    evaluate, gate, deploy, skip_deploy, record_run_status)}
 
@@ -94,10 +104,12 @@ def build_pipeline(image: str = IMAGE, placement: Placement | None = None):
         max_train_pairs: int = 256,
         n_negatives: int = 0,
         encoder: str = "",
+        profile: str = "laptop",
         epochs: float = 1.0,
         batch_size: int = 16,
         max_steps: int = 16,
         learning_rate: float = 5e-5,
+        cached: bool = False,
         k: int = 3,
         n_eval: int = 200,
         max_new_tokens: int = 128,
@@ -131,8 +143,9 @@ def build_pipeline(image: str = IMAGE, placement: Placement | None = None):
 
             tune = ops["finetune"](
                 pairs=synth.outputs["pairs"], corpus_split=synth.outputs["corpus_split"], encoder=encoder,
-                epochs=epochs, batch_size=batch_size, max_steps=max_steps, learning_rate=learning_rate, seed=seed)
-            _resources(tune, "4", "8Gi", gpu=True, placement=placement)
+                profile=profile, epochs=epochs, batch_size=batch_size, max_steps=max_steps,
+                learning_rate=learning_rate, cached=cached, seed=seed)
+            _resources(tune, "4", "16Gi" if tune_on_gpu else "8Gi", gpu=tune_on_gpu, placement=placement)
 
             plan = ops["plan-shards"](corpus_split=synth.outputs["corpus_split"], shard_size=shard_size)
             _resources(plan, "500m", "1Gi")

@@ -26,6 +26,8 @@ from coderag.release.publish import CURRENT_FILE, write_outcome
 log = logging.getLogger(__name__)
 
 DEFAULT_PACKAGE = Path(__file__).resolve().parent / "coderag_pipeline.yaml"
+# The compiled pipeline of each training profile (``coderag pipeline compile --profile NAME``).
+PROFILE_PACKAGES = {"laptop": DEFAULT_PACKAGE, "full": DEFAULT_PACKAGE.with_name("coderag_pipeline_full.yaml")}
 # Tasks in graph order; a failed run stopped at the first of these that wrote no output.
 TASK_ORDER = ("synthesize", "finetune", "plan-shards", "build-index", "evaluate", "gate")
 _PROGRESS = re.compile(r"(Executing task|finished with status|Pipeline .* finished|Inner task failed)")
@@ -52,17 +54,26 @@ class LocalRunResult:
         return asdict(self)
 
 
-def compile_pipeline(out_path: str | Path = DEFAULT_PACKAGE, *, image: str | None = None) -> Path:
-    """Compile the cluster pipeline to ``out_path`` (written atomically) and return the path."""
+def compile_pipeline(out_path: str | Path | None = None, *, image: str | None = None,
+                     profile: str = "laptop") -> Path:
+    """Compile the cluster pipeline of a training ``profile`` to ``out_path`` (written atomically).
+
+    ``out_path`` defaults to the profile's :data:`PROFILE_PACKAGES` file. The profile's values
+    (:data:`~coderag.config.PIPELINE_PROFILES`) become the compiled parameter defaults, and a ``"full"``
+    pipeline fine-tunes on a GPU node.
+    """
     from kfp import compiler
 
+    from coderag.config import PipelineSettings
     from pipelines.coderag_pipeline import build_pipeline
 
-    out_path = Path(out_path)
-    pipeline = build_pipeline(image=image) if image else build_pipeline()
+    out_path = Path(out_path or PROFILE_PACKAGES[profile])
+    pipeline = build_pipeline(image=image, profile=profile) if image else build_pipeline(profile=profile)
+    defaults = PipelineSettings.from_values(profile=profile)
+    overrides = {"profile": profile, **defaults.profile_values()} if profile != "laptop" else None
     scratch = out_path.with_name(f".{out_path.name}.compiling.yaml")
     try:
-        compiler.Compiler().compile(pipeline, str(scratch))
+        compiler.Compiler().compile(pipeline, str(scratch), pipeline_parameters=overrides)
         write_text_atomic(out_path, scratch.read_text(encoding="utf-8"))
     finally:
         scratch.unlink(missing_ok=True)

@@ -41,8 +41,9 @@ def stages(tmp_path_factory):
         **TINY, synth_backend="offline", llm_base_url="", llm_model="", max_train_pairs=32, n_negatives=1,
         corpus_split=a["corpus_split"], pairs=a["pairs"])
     components.finetune.python_func(
-        pairs=a["pairs"], corpus_split=a["corpus_split"], encoder="", epochs=1.0, batch_size=8, max_steps=2,
-        learning_rate=5e-5, seed=0, model=a["model"], training_metrics=a["training_metrics"])
+        # batch 2: the 32 tiny pairs hold few distinct schemas, and a batch never repeats a text
+        pairs=a["pairs"], corpus_split=a["corpus_split"], encoder="", profile="laptop", epochs=1.0, batch_size=2,
+        max_steps=2, learning_rate=5e-5, cached=False, seed=0, model=a["model"], training_metrics=a["training_metrics"])
     shards = components.plan_shards.python_func(corpus_split=a["corpus_split"], shard_size=16)
     shard_artifacts = [_artifact(Artifact, root, f"shard-{shard}") for shard in shards]
     for shard, artifact in zip(shards, shard_artifacts, strict=True):
@@ -87,6 +88,12 @@ def test_finetune_saves_a_model_and_logs_before_after(stages):
     logged = a["training_metrics"].metadata
     assert {"before/recall@1", "after/recall@1", "before/ndcg@10", "after/ndcg@10"} <= set(logged)
     assert a["model"].metadata["framework"] == "sentence-transformers"
+    report = json.loads((model_dir / "training_report.json").read_text())
+    assert logged["train_steps"] == report["training"]["steps"] == 2 and logged["train_minutes"] == report["minutes"] > 0
+    assert report["profile"] == "laptop" and report["device_name"].startswith("cpu")
+    card = (model_dir / "README.md").read_text()
+    steps = report["training"]["steps"]
+    assert f"| laptop | {report['train_size']} | {steps} | {report['minutes']} | {report['device_name']} |" in card
 
 
 def test_build_index_indexes_every_unique_schema(stages):

@@ -88,6 +88,21 @@ def test_flags_override_env_which_overrides_defaults(monkeypatch):
     assert PipelineSettings().k == 3  # another area's prefix
 
 
+def test_a_profile_is_named_defaults_that_flags_and_env_still_override(monkeypatch):
+    assert TrainingSettings().profile == "laptop" and TrainingSettings().cached is False
+    full = TrainingSettings.from_flags(profile="full", epochs=1.5)
+    assert (full.epochs, full.batch_size, full.cached, full.max_train_pairs) == (1.5, 256, True, 0)
+    assert "epochs" not in full.profile_values() and full.profile_values()["batch_size"] == 256
+    monkeypatch.setenv("CODERAG_TRAIN_BATCH_SIZE", "64")
+    assert TrainingSettings(profile="full").batch_size == 64
+    monkeypatch.setenv("CODERAG_PIPELINE_PROFILE", "full")
+    pipeline = PipelineSettings()
+    assert (pipeline.max_steps, pipeline.cached, pipeline.batch_size) == (0, True, 256)
+    assert "batch_size" not in pipeline.model_fields_set  # `pipeline submit` sends only what a person set
+    with pytest.raises(ConfigError):
+        TrainingSettings.from_flags(profile="huge")
+
+
 def test_invalid_value_is_one_line_naming_flag_and_env():
     with pytest.raises(ConfigError) as info:
         JobSettings.from_flags(k=500)

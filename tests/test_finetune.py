@@ -70,6 +70,17 @@ def test_cached_loss_trains_with_hard_negative_columns(training_records, tmp_pat
     assert stats["steps"] == 2 and stats["samples_per_s"] > 0 and np.isfinite(stats["train_loss"])
 
 
+def test_training_that_runs_no_step_is_an_error_not_an_untouched_model(training_records):
+    """One schema for every pair: no batch of 4 distinct texts exists, so no step can run."""
+    from coderag.retrieval.encoder import load_encoder
+    from coderag.training.artifacts import TrainingDataError
+
+    rows = {"anchor": [r["sql_prompt"] for r in training_records[:8]], "positive": ["CREATE TABLE t (a INT);"] * 8}
+    model = load_encoder(None, device="cpu")
+    with pytest.raises(TrainingDataError, match=r"no training step ran: .* one batch of 4 pairs.*\(8 pairs hold"):
+        train_encoder(model, Dataset.from_dict(rows), batch_size=4, max_steps=2, show_progress=False)
+
+
 def test_cli_finetune_reports_a_missing_pairs_dataset(tmp_path, capsys):
     code = cli_main(["finetune", "--pairs", str(tmp_path / "absent"), "--output", str(tmp_path / "m")])
     err = capsys.readouterr().err.strip()

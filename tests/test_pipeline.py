@@ -17,7 +17,7 @@ from coderag.errors import ConfigError
 from coderag.retrieval.index import SchemaIndex
 from components import IMAGE
 from pipelines.coderag_pipeline import LLM_SECRET_NAME, coderag_pipeline
-from pipelines.run import DEFAULT_PACKAGE, PipelineSubmitError, compile_pipeline, run_local, submit
+from pipelines.run import DEFAULT_PACKAGE, PROFILE_PACKAGES, PipelineSubmitError, compile_pipeline, run_local, submit
 
 EXECUTORS = {"synthesize", "finetune", "plan-shards", "embed-shard", "build-index", "evaluate", "gate", "deploy", "skip-deploy",
              "record-run-status"}
@@ -35,10 +35,35 @@ def compiled(tmp_path_factory) -> Path:
     return compile_pipeline(tmp_path_factory.mktemp("compiled") / "pipeline.yaml")
 
 
-def test_committed_yaml_is_not_stale(compiled):
-    assert DEFAULT_PACKAGE.is_file(), "run `coderag pipeline compile` and commit pipelines/coderag_pipeline.yaml"
-    assert DEFAULT_PACKAGE.read_text() == compiled.read_text(), (
-        "pipelines/coderag_pipeline.yaml is stale: run `coderag pipeline compile` and commit it")
+@pytest.fixture(scope="module")
+def compiled_full(tmp_path_factory) -> Path:
+    return compile_pipeline(tmp_path_factory.mktemp("compiled") / "pipeline_full.yaml", profile="full")
+
+
+def test_committed_yaml_is_not_stale(compiled, compiled_full):
+    for profile, fresh in (("laptop", compiled), ("full", compiled_full)):
+        committed = PROFILE_PACKAGES[profile]
+        assert committed.is_file(), f"run `coderag pipeline compile --profile {profile}` and commit {committed.name}"
+        assert committed.read_text() == fresh.read_text(), (
+            f"pipelines/{committed.name} is stale: run `coderag pipeline compile --profile {profile}` and commit it")
+    assert PROFILE_PACKAGES["laptop"] == DEFAULT_PACKAGE
+
+
+def test_full_profile_fine_tunes_on_a_gpu_node_with_its_defaults(compiled, compiled_full):
+    """The profile is settings, not a fork: the same graph, its defaults and the fine-tune step's placement."""
+    laptop, _ = _docs(compiled)
+    full, platform = _docs(compiled_full)
+    assert "accelerator" not in laptop["deploymentSpec"]["executors"]["exec-finetune"]["container"]["resources"]
+    accelerator = full["deploymentSpec"]["executors"]["exec-finetune"]["container"]["resources"]["accelerator"]
+    assert accelerator["resourceType"] == "nvidia.com/gpu" and int(accelerator["resourceCount"]) == 1
+    tolerations = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-finetune"]["tolerations"]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in tolerations
+    defaults = {name: p.get("defaultValue") for name, p in full["root"]["inputDefinitions"]["parameters"].items()}
+    expected = PipelineSettings.from_values(profile="full").pipeline_arguments()
+    for name in ("profile", "max_train_pairs", "n_negatives", "epochs", "batch_size", "max_steps", "cached"):
+        assert defaults[name] == expected[name], name
+    assert expected["cached"] is True and expected["max_train_pairs"] == 0 and expected["profile"] == "full"
+    assert set(full["deploymentSpec"]["executors"]) == set(laptop["deploymentSpec"]["executors"])
 
 
 def test_yaml_has_every_component_on_the_project_image(compiled):
@@ -57,7 +82,7 @@ def test_yaml_has_resource_requests_and_gpu_for_training(compiled):
     for name, executor in executors.items():
         resources = executor["container"]["resources"]
         assert resources["cpuRequest"] > 0 and resources["memoryRequest"] > 0, name
-    for name in ("exec-finetune", "exec-synthesize"):
+    for name in ("exec-embed-shard", "exec-synthesize"):
         accelerator = executors[name]["container"]["resources"]["accelerator"]
         assert accelerator["resourceType"] == "nvidia.com/gpu" and int(accelerator["resourceCount"]) == 1
     assert "accelerator" not in executors["exec-evaluate"]["container"]["resources"]

@@ -22,10 +22,10 @@ def _add_parameter_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_compile(args: argparse.Namespace) -> int:
-    from pipelines.run import DEFAULT_PACKAGE, compile_pipeline
+    from pipelines.run import compile_pipeline
 
     s = PipelineSettings.from_args(args, "pipeline-compile")
-    path = compile_pipeline(args.out or DEFAULT_PACKAGE, image=s.image)
+    path = compile_pipeline(args.out, image=s.image, profile=s.profile)
     print(f"compiled pipeline: {path}")
     return 0
 
@@ -99,13 +99,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
-    from pipelines.run import submit
+    from pipelines.run import PROFILE_PACKAGES, submit
 
     s = PipelineSettings.from_args(args, "pipeline-submit")
     if not s.host:
         raise ConfigError("submit needs --host URL (or CODERAG_PIPELINE_HOST): the KFP API endpoint")
     explicit = s.pipeline_arguments([name for name in PIPELINE_PARAMETERS if name in s.model_fields_set])
-    run = submit(s.host, s.experiment, s.run_name, explicit, package_path=args.package, namespace=s.namespace)
+    run = submit(s.host, s.experiment, s.run_name, explicit, package_path=args.package or PROFILE_PACKAGES[s.profile],
+                 namespace=s.namespace)
     print(json.dumps(run))
     return 0
 
@@ -119,9 +120,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "(no Docker), or submit it to a KFP API.")
     actions = pipeline.add_subparsers(dest="pipeline_command", metavar="ACTION", required=True)
 
-    p = actions.add_parser("compile", help="compile the pipeline to YAML (default pipelines/coderag_pipeline.yaml)")
+    p = actions.add_parser("compile", help="compile the pipeline to YAML (default pipelines/coderag_pipeline.yaml; "
+                                            "--profile full: pipelines/coderag_pipeline_full.yaml)")
     p.add_argument("--out", type=Path, help="output YAML path")
-    add_settings_flags(p, PipelineSettings, ("image",))
+    add_settings_flags(p, PipelineSettings, ("image", "profile"))
     p.set_defaults(func=_cmd_compile)
 
     p = actions.add_parser(
@@ -141,6 +143,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Create a run of pipelines/coderag_pipeline.yaml on the KFP API at --host with kfp.Client. "
                     "Only parameters you set are sent; the rest keep the compiled defaults.")
     add_settings_flags(p, PipelineSettings, ("host", "experiment", "run_name", "namespace"))
-    p.add_argument("--package", type=Path, help="compiled pipeline YAML (default pipelines/coderag_pipeline.yaml)")
+    p.add_argument("--package", type=Path, help="compiled pipeline YAML (default: the --profile's, "
+                                                "pipelines/coderag_pipeline.yaml or coderag_pipeline_full.yaml)")
     _add_parameter_flags(p)
     p.set_defaults(func=_cmd_submit)

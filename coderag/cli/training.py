@@ -76,13 +76,18 @@ def format_before_after(before: dict[str, float], after: dict[str, float]) -> st
     return "\n".join(lines)
 
 
-def _outside_evals(s: TrainingSettings) -> dict[str, tuple[list[dict], list[dict]]]:
-    """Spider dev questions against every Spider schema, when ``--spider-dir`` names a Spider release."""
+def _outside_evals(s: TrainingSettings, pairs) -> dict[str, tuple[list[dict], list[dict]]]:
+    """Spider dev questions against every Spider schema, when ``--spider-dir`` names a Spider release.
+
+    Refuses (TrainingDataError) pairs that hold any Spider question or table: outside data is never trained on.
+    """
     if s.spider_dir is None:
         return {}
     from coderag.corpus.spider import load_spider
+    from coderag.training.leakage import check_no_outside_data, pair_texts
 
     spider = load_spider(s.spider_dir, "dev")
+    check_no_outside_data(pair_texts(pairs), [r["sql_prompt"] for r in spider.records], spider.schemas.values())
     corpus = [{"sql_context": schema, "domain": db_id} for db_id, schema in spider.schemas.items()]
     return {"spider": (spider.records, corpus)}
 
@@ -92,13 +97,13 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     s = TrainingSettings.from_args(args, "finetune")
     pairs = _pairs(s, args.pairs)
     _, train, held_out = _train_side(s)
-    outside_evals = _outside_evals(s)
+    outside_evals = _outside_evals(s, pairs)
     report = finetune_encoder(
         pairs, held_out, s.output, corpus_records=train, base_model=s.encoder, epochs=s.epochs,
         batch_size=s.batch_size, learning_rate=s.learning_rate, scale=s.scale, cached=s.cached, mini_batch_size=s.mini_batch_size,
         max_steps=s.max_steps, max_seq_length=s.max_seq_length,
         train_max_seq_length=s.train_max_seq_length, max_eval_queries=s.max_eval_queries,
-        outside_evals=outside_evals, seed=s.seed, device=s.device,
+        outside_evals=outside_evals, seed=s.seed, device=s.device, profile=s.profile,
     )
     print(f"held-out: {report['eval_queries']} questions from {len(report['held_out_domains'])} unseen domains, "
           f"corpus {report['corpus_size']} schema snippets; trained on {report['train_size']} pairs")
@@ -110,7 +115,9 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     if training["steps"] < 0.5 * training["planned_steps"]:
         print(f"warning: only {training['steps']} of {training['planned_steps']} planned steps ran: too few "
               "distinct texts for this batch size; lower --batch-size or --n-negatives")
-    print(f"model: {report['model_dir']}  ({report['training']['samples_per_s']} samples/s on {report['device']})")
+    print(f"model: {report['model_dir']}  (profile {report['profile']}: {report['train_size']} pairs, "
+          f"{training['steps']} steps, {report['minutes']} min, {training['samples_per_s']} samples/s on "
+          f"{report['device_name']})")
     if args.report:
         Path(args.report).write_text(json.dumps(report, indent=2))
     return 0
@@ -141,7 +148,7 @@ def register(subparsers) -> None:
         "Pairs lacking enough negatives are dropped (counted in the report).",
     )
     p.add_argument("--pairs", required=True, type=Path, help="dataset from `coderag synth`")
-    add_settings_flags(p, TrainingSettings, (*COMMON, "output", "encoder", "n_negatives", "top_k", "perc_pos",
+    add_settings_flags(p, TrainingSettings, (*COMMON, "output", "profile", "encoder", "n_negatives", "top_k", "perc_pos",
                                              "negatives_corpus", *PAIR_SELECTION), required=("output",))
     p.set_defaults(func=_cmd_negatives)
 
@@ -151,7 +158,7 @@ def register(subparsers) -> None:
         "question -> schema retrieval on held-out domains before and after, save model + model card.",
     )
     p.add_argument("--pairs", required=True, type=Path, help="dataset from `coderag synth` or `coderag negatives`")
-    add_settings_flags(p, TrainingSettings, (*COMMON, "output", "encoder", "epochs", "batch_size", "learning_rate",
+    add_settings_flags(p, TrainingSettings, (*COMMON, "output", "profile", "encoder", "epochs", "batch_size", "learning_rate",
                                              "scale", "cached", "mini_batch_size", "max_steps", "max_seq_length",
                                              "train_max_seq_length", *PAIR_SELECTION, "max_eval_queries",
                                              "spider_dir", "device"), required=("output",))

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from coderag.corpus.domain_spec import FIRST_NAMES, LAST_NAMES, PEOPLE, ColumnSpec, DomainSpec, EntitySpec
+from coderag.corpus.schemas import create_table_statement
 
 # Shapes by table count; "c" is the grouping entity referenced by "a", "f" the fact table.
 SHAPES: tuple[tuple[str, ...], ...] = (("a", "f"), ("a", "b", "f"), ("c", "a", "f"), ("c", "a", "b", "f"))
@@ -57,10 +58,8 @@ class Table:
         return [row[i] for row in self.rows]
 
     def create_statement(self) -> str:
-        parts = [f"{self.columns[0].name} {self.columns[0].sql_type} PRIMARY KEY"]
-        parts += [f"{c.name} {c.sql_type}" for c in self.columns[1:]]
-        parts += [f"FOREIGN KEY ({col}) REFERENCES {table}({ref})" for col, table, ref in self.foreign_keys]
-        return f"CREATE TABLE {self.name} ({', '.join(parts)});"
+        return create_table_statement(self.name, [(c.name, c.sql_type) for c in self.columns], [self.pk],
+                                      self.foreign_keys)
 
     def insert_statement(self) -> str:
         rows = ", ".join("(" + ", ".join(sql_literal(v) for v in row) + ")" for row in self.rows)

@@ -14,20 +14,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from coderag.corpus.schemas import create_table_statement, quote_identifier  # noqa: F401 - re-exported
 from coderag.errors import CorpusError
 
 SPLIT_FILES = {"dev": ("dev.json",), "train": ("train_spider.json", "train_others.json")}
 _TYPES = {"text": "TEXT", "number": "NUMERIC", "time": "DATETIME", "boolean": "BOOLEAN", "others": "TEXT"}
-_PLAIN_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-# Words that cannot stand unquoted as a column or table name in SQLite / sqlglot.
-_RESERVED = {"ORDER", "GROUP", "SELECT", "FROM", "WHERE", "TABLE", "INDEX", "KEY", "PRIMARY", "FOREIGN",
-             "REFERENCES", "LIMIT", "OFFSET", "UNION", "JOIN", "ON", "AS", "BY", "TO", "IN", "IS", "NOT",
-             "NULL", "AND", "OR", "CASE", "WHEN", "THEN", "ELSE", "END", "DEFAULT", "CHECK", "UNIQUE",
-             "VALUES", "SET", "ALL", "DISTINCT", "HAVING", "INTO", "CREATE", "DROP", "ALTER", "ADD",
-             "COLUMN", "CONSTRAINT", "TRANSACTION", "COMMIT", "ROLLBACK", "EXISTS", "BETWEEN", "LIKE",
-             "GLOB", "CROSS", "NATURAL", "LEFT", "RIGHT", "FULL", "OUTER", "INNER", "USING", "WINDOW",
-             "OVER", "PARTITION", "FILTER", "RANGE", "ROWS", "CURRENT", "DESC", "ASC", "COLLATE", "ESCAPE",
-             "CAST", "VIEW", "TRIGGER", "WITH", "RECURSIVE", "REPLACE", "IF", "MATCH", "REGEXP", "INTERVAL"}
+
 
 
 @dataclass
@@ -42,24 +34,6 @@ class SpiderData:
     def all_schemas(self) -> list[str]:
         """Schema texts of every database, in tables.json order (the retrieval corpus)."""
         return list(self.schemas.values())
-
-
-def quote_identifier(name: str) -> str:
-    """``name`` as-is when it is a plain, non-reserved identifier, else double-quoted.
-
-    Args:
-        name: a table or column name.
-
-    Returns:
-        The identifier, ready to go into SQL.
-
-    Example:
-        >>> quote_identifier("name"), quote_identifier("order"), quote_identifier("Song Name")
-        ('name', '"order"', '"Song Name"')
-    """
-    if _PLAIN_IDENTIFIER.match(name) and name.upper() not in _RESERVED:
-        return name
-    return '"' + name.replace('"', '""') + '"'
 
 
 def render_schema(db: dict) -> str:
@@ -86,21 +60,11 @@ def render_schema(db: dict) -> str:
         if table.lower().startswith("sqlite_"):
             continue  # SQLite's own bookkeeping (sqlite_sequence), listed by tables.json for a few dbs
         ids = [i for i, (owner, _) in enumerate(columns) if owner == t]
-        pks = [i for i in ids if i in primary]
-        parts = []
-        for i in ids:
-            part = f"{quote_identifier(columns[i][1])} {_TYPES.get(types[i], 'TEXT')}"
-            if len(pks) == 1 and i == pks[0]:
-                part += " PRIMARY KEY"
-            parts.append(part)
-        if len(pks) > 1:
-            parts.append(f"PRIMARY KEY ({', '.join(quote_identifier(columns[i][1]) for i in pks)})")
-        for src, dst in db["foreign_keys"]:
-            if columns[src][0] == t:
-                ref_table = tables[columns[dst][0]]
-                parts.append(f"FOREIGN KEY ({quote_identifier(columns[src][1])}) REFERENCES "
-                             f"{quote_identifier(ref_table)}({quote_identifier(columns[dst][1])})")
-        statements.append(f"CREATE TABLE {quote_identifier(table)} ({', '.join(parts)});")
+        foreign = [(columns[src][1], tables[columns[dst][0]], columns[dst][1])
+                   for src, dst in db["foreign_keys"] if columns[src][0] == t]
+        statements.append(create_table_statement(
+            table, [(columns[i][1], _TYPES.get(types[i], "TEXT")) for i in ids],
+            [columns[i][1] for i in ids if i in primary], foreign))
     return "\n".join(statements)
 
 

@@ -191,8 +191,8 @@ def synthesize_stage(*, corpus: str, n_records: int, eval_fraction: float, seed:
 
 def finetune_stage(*, pairs_dir: str | os.PathLike, corpus_dir: str | os.PathLike, model_dir: str | os.PathLike,
                    encoder: str = "", epochs: float = 1.0, batch_size: int = 16, max_steps: int = 0,
-                   learning_rate: float = 5e-5, max_eval_queries: int = 200, seed: int = 0,
-                   show_progress: bool = False) -> dict[str, Any]:
+                   learning_rate: float = 5e-5, cached: bool = False, profile: str = "laptop",
+                   max_eval_queries: int = 200, seed: int = 0, show_progress: bool = False) -> dict[str, Any]:
     """Fine-tune the bi-encoder on the pairs; held-out domains score it before and after (in the report).
 
     Args:
@@ -202,6 +202,8 @@ def finetune_stage(*, pairs_dir: str | os.PathLike, corpus_dir: str | os.PathLik
         encoder: base encoder (``""``: the builtin default).
         epochs, batch_size, learning_rate, seed: training settings.
         max_steps: step cap (0: none).
+        cached: CachedMNRL (GradCache), for large batches.
+        profile: the training profile the settings came from (recorded in the report and model card).
         max_eval_queries: cap on held-out evaluation questions (0: all).
         show_progress: show progress bars.
 
@@ -222,7 +224,8 @@ def finetune_stage(*, pairs_dir: str | os.PathLike, corpus_dir: str | os.PathLik
     return finetune_encoder(
         load_pairs(pairs_dir), held_out, model_dir, corpus_records=train, base_model=encoder or None,
         epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, max_steps=max_steps or None,
-        max_eval_queries=max_eval_queries or None, seed=seed, show_progress=show_progress)
+        cached=cached, mini_batch_size=min(64, batch_size), max_eval_queries=max_eval_queries or None, seed=seed,
+        profile=profile, show_progress=show_progress)
 
 
 def build_index_stage(*, corpus_dir: str | os.PathLike, model_dir: str | os.PathLike,

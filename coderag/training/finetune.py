@@ -51,6 +51,17 @@ def _pick_device(device: str | None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def device_description(device: str) -> str:
+    """The device as a person reads it: ``"cuda (NVIDIA H100 80GB HBM3)"``, ``"cpu (2 cores)"``."""
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    if device == "cpu":
+        return f"cpu ({torch.get_num_threads()} threads)"
+    return device
+
+
 def make_loss(model, *, scale: float = 20.0, cached: bool = False, mini_batch_size: int = 32):
     """MNRL, or its cached (GradCache) variant whose memory does not grow with the batch size.
 
@@ -154,6 +165,10 @@ def train_encoder(
     Returns:
         A dict: planned and run steps, samples, seconds, samples/s, train loss, logged losses, precision.
 
+    Raises:
+        TrainingDataError: not one batch could be filled with distinct texts (no step ran), so the model
+            would leave training untouched.
+
     Example:
         >>> train_encoder(model, pairs, max_steps=10)["steps"]  # doctest: +SKIP
         10
@@ -207,6 +222,12 @@ def train_encoder(
         shutil.rmtree(scratch, ignore_errors=True)
     steps = int(output.global_step)
     samples = steps * batch_size
+    if steps == 0:
+        distinct = len({text for column in dataset.column_names for text in dataset[column]})
+        raise TrainingDataError(
+            f"no training step ran: the no-duplicates sampler cannot fill one batch of {batch_size} pairs with "
+            f"distinct texts ({len(dataset)} pairs hold {distinct} distinct texts across {len(dataset.column_names)} "
+            "columns; every schema may appear once a batch): lower the batch size or the number of negatives.")
     if steps < 0.5 * planned:
         log.warning(
             "only %d of %d planned training steps ran: the NO_DUPLICATES sampler cannot fill batches of %d "
@@ -239,6 +260,7 @@ def _model_card(report: dict[str, Any]) -> str:
         for name, scores in report.get("outside", {}).items()
     )
     params = "\n".join(f"| {k} | {v} |" for k, v in hp.items())
+    training = report["training"]
     return f"""---
 library_name: sentence-transformers
 pipeline_tag: sentence-similarity
@@ -251,8 +273,13 @@ base_model: {report['base_model']}
 Fine-tuned from `{report['base_model']}` by `coderag finetune` to retrieve the CREATE TABLE schema
 snippet that answers a natural-language question (cosine similarity, L2-normalized embeddings).
 
+## Training run
+| profile | pairs | steps | minutes | device |
+| --- | --- | --- | --- | --- |
+| {report['profile']} | {report['train_size']} | {training['steps']} | {report['minutes']} | {report['device_name']} |
+
 ## Training data
-- pairs: {report['train_size']} (columns: {', '.join(report['columns'])})
+- pairs: {report['train_size']} (columns: {', '.join(report['columns'])}), synthetic only
 - held-out evaluation: {report['eval_queries']} questions from {len(report['held_out_domains'])} domains never
   seen in training, against a corpus of {report['corpus_size']} unique schema snippets
 
@@ -293,6 +320,7 @@ def finetune_encoder(
     outside_evals: dict[str, tuple[list[dict], list[dict]]] | None = None,
     seed: int = 0,
     device: str | None = None,
+    profile: str = "custom",
     show_progress: bool = True,
 ) -> dict[str, Any]:
     """Fine-tune ``base_model`` (default: the bundled all-MiniLM-L6-v2) and save it at ``output_dir``.
@@ -322,6 +350,7 @@ def finetune_encoder(
         max_eval_queries: cap on evaluation questions.
         outside_evals: extra evaluations (see above).
         device: torch device; default CUDA when available.
+        profile: the training profile these settings came from (recorded in the report and model card).
         show_progress: show progress bars.
 
     Returns:
@@ -347,6 +376,7 @@ def finetune_encoder(
         raise ConfigError("batch_size must be >= 2 and epochs, learning_rate, scale positive, max_seq_length >= 8.")
     if train_max_seq_length is not None and train_max_seq_length < 8:
         raise ConfigError(f"train_max_seq_length must be >= 8, got {train_max_seq_length}.")
+    started = time.perf_counter()
     device = _pick_device(device)
     model = load_encoder(base_model, device=device)
     model.float()  # fp32 master weights (a checkpoint may be stored in fp16); CUDA steps autocast
@@ -380,6 +410,7 @@ def finetune_encoder(
         outside[name]["after"] = outside_evaluator(model)
 
     report: dict[str, Any] = {
+        "profile": profile,
         "base_model": base_model or "builtin:all-MiniLM-L6-v2",
         "before": before,
         "after": after,
@@ -402,6 +433,9 @@ def finetune_encoder(
         "loss_after": round(loss_after, 4),
         "training": training,
         "device": device,
+        "device_name": device_description(device),
+        # the whole run (load, evaluations before and after, training), as a person would time it
+        "minutes": round((time.perf_counter() - started) / 60, 2),
         "model_dir": str(output_dir),
     }
     with atomic_directory(output_dir) as staged:
