@@ -386,7 +386,7 @@ PIPELINE_PARAMETERS = (
     "encoder", "epochs", "batch_size", "max_steps", "learning_rate", "k", "n_eval",
     "max_new_tokens", "llm_base_url", "llm_model", "benchmark_dir", "n_benchmark", "min_recall_at_5", "min_execution_accuracy",
     "max_regression", "current_metrics", "shard_size", "index_device", "index_type", "deploy_dir", "promote_repo",
-    "promote_env", "seed",
+    "promote_env", "generator_sft_steps", "seed",
 )
 
 
@@ -434,6 +434,8 @@ class PipelineSettings(CodeRAGSettings):
     promote_repo: str = Field("", description="GitOps repository to promote into: a git remote URL or a checkout "
                                               "(empty: no promotion)")
     promote_env: Literal["dev", "staging", "prod"] = Field("dev", description="overlay a passing release goes to")
+    generator_sft_steps: int = Field(0, ge=0, description="LoRA steps of the opt-in generator fine-tuning step "
+                                                          "(a GPU step; 0: skipped)")
     # --- how to run it ---
     workdir: Path | None = Field(None, description="local run directory (default runs/<timestamp>)")
     question: str = Field(DEFAULT_QUESTION, description="sample question answered after a local run")

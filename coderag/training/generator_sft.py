@@ -15,6 +15,7 @@ written last; a training report (:data:`REPORT_FILE`) records pairs, steps, loss
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
@@ -209,6 +210,43 @@ def encode_example(tokenizer, example: SftExample, max_seq_length: int) -> dict[
     return {"input_ids": ids, "labels": [IGNORE_INDEX] * len(prompt_ids) + list(answer_ids)}
 
 
+def mean_answer_loss(generator, examples: Sequence[SftExample], *, max_seq_length: int = 4096,
+                     batch_size: int = 4) -> float:
+    """The mean cross-entropy per answer token of ``generator``'s model on ``examples`` (prompt not scored).
+
+    Args:
+        generator: a :class:`~coderag.generation.llm.LocalTransformersGenerator` (its model and tokenizer).
+        examples: the conversations.
+        max_seq_length: longer examples are left out.
+        batch_size: examples per forward pass.
+
+    Returns:
+        The loss, averaged over every answer token of every example.
+
+    Example:
+        >>> mean_answer_loss(LocalTransformersGenerator(), examples)  # doctest: +SKIP
+        1.73
+    """
+    import torch
+
+    rows = [r for r in (encode_example(generator.tokenizer, e, max_seq_length) for e in examples) if r is not None]
+    if not rows:
+        raise CorpusError("no example fits max_seq_length: nothing to score.")
+    model, total, count = generator.model, 0.0, 0
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        for first in range(0, len(rows), batch_size):
+            batch = _collate(rows[first:first + batch_size], generator._pad_token_id())
+            logits = model(input_ids=batch["input_ids"].to(device),
+                           attention_mask=batch["attention_mask"].to(device)).logits.float()  # (batch, width, vocab)
+            labels = batch["labels"][:, 1:].to(device)  # token t is predicted at position t - 1
+            losses = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), labels,
+                                                       ignore_index=IGNORE_INDEX, reduction="sum")
+            total += float(losses)
+            count += int((labels != IGNORE_INDEX).sum())
+    return total / count
+
+
 def _collate(rows: list[dict[str, list[int]]], pad_id: int):
     """Right-padded ``input_ids``, ``attention_mask`` and ``labels`` tensors (padding labelled -100)."""
     import torch
@@ -338,6 +376,11 @@ def finetune_generator(train_records: Sequence[dict], output_dir: str | os.PathL
         >>> report["loss_last"] < report["loss_first"]  # doctest: +SKIP
         True
     """
+    defaults = {name: p.default for name, p in inspect.signature(train_generator).parameters.items()
+                if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    _validate(**{name: training.get(name, defaults[name]) for name in (
+        "batch_size", "learning_rate", "lora_r", "lora_alpha", "max_seq_length", "epochs", "max_steps")})
+    _device(training.get("device"))  # a missing GPU fails before the data work
     started = time.perf_counter()
     examples, drops = prepare_sft_examples(train_records, held_out_domains=held_out_domains,
                                            encoder_model=encoder_model, prompt_schemas=prompt_schemas, k=k,
