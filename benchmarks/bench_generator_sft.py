@@ -153,18 +153,23 @@ def run(args: argparse.Namespace) -> None:
 
     benches = {}
     held = data["heldout"]
+    n = args.limit
+    held = {key: value[:n] if isinstance(value, list) else value for key, value in held.items()}
     benches["heldout"] = (load_gretel_benchmark(held["records"], name="heldout"), held)
     if "spider" in data and args.spider_dir:
         spider = load_spider_benchmark(args.spider_dir)
-        spider.questions = [spider.questions[i] for i in data["spider"]["indices"]]
-        spider.schema_ids = [spider.schema_ids[i] for i in data["spider"]["indices"]]
-        benches["spider"] = (spider, data["spider"])
+        prepared = {key: value[:n] if isinstance(value, list) else value for key, value in data["spider"].items()}
+        spider.questions = [spider.questions[i] for i in prepared["indices"]]
+        spider.schema_ids = [spider.schema_ids[i] for i in prepared["indices"]]
+        benches["spider"] = (spider, prepared)
     accepts = set(inspect.signature(evaluate_benchmark).parameters)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    for model_name, model_path in (("base", args.base_model), ("tuned", str(tuned_dir))):
-        generator = None
+    models = {"tuned": str(tuned_dir), "base": args.base_model}
+    generators: dict = {}
+    # Most telling first: plain EX of tuned and base on both benchmarks, then voting and examples.
+    for variant, n_candidates, shots in _variants(args.n_candidates, args.examples):
         for bench_name, (bench, prepared) in benches.items():
-            for variant, n_candidates, shots in _variants(args.n_candidates, args.examples):
+            for model_name, model_path in models.items():
                 key = f"{model_name}/{bench_name}/{variant}"
                 if key in results["ex"]:
                     continue
@@ -177,24 +182,23 @@ def run(args: argparse.Namespace) -> None:
                     if "prompt_examples" not in accepts or "prompt_examples" not in prepared:
                         continue
                     kwargs["prompt_examples"] = [[tuple(e) for e in row[:shots]] for row in prepared["prompt_examples"]]
-                if generator is None:
-                    generator = _Batched(LocalTransformersGenerator(model_path=model_path, device=device,
-                                                                    max_new_tokens=args.max_new_tokens),
-                                         args.decode_batch)
+                if model_name not in generators:
+                    generators[model_name] = _Batched(LocalTransformersGenerator(
+                        model_path=model_path, device=device, max_new_tokens=args.max_new_tokens), args.decode_batch)
                 started = time.perf_counter()
-                result = evaluate_benchmark(bench, generator=generator, prompt_schemas=prepared["prompt_schemas"],
-                                            k=data["meta"]["k"], max_new_tokens=args.max_new_tokens,
-                                            show_progress=False, **kwargs)
+                result = evaluate_benchmark(bench, generator=generators[model_name],
+                                            prompt_schemas=prepared["prompt_schemas"], k=data["meta"]["k"],
+                                            max_new_tokens=args.max_new_tokens, show_progress=False, **kwargs)
                 summary = result.summary
                 results["ex"][key] = {"ex": round(summary["ex"], 4), "n": summary["n"], "em": round(summary["em"], 4),
                                       "statuses": summary["statuses"],
                                       "seconds": round(time.perf_counter() - started, 1)}
+                if args.save_rows:
+                    results.setdefault("samples", {})[key] = [
+                        {"q": r.question, "gold": r.gold, "pred": r.pred, "ex": r.ex} for r in result.rows[:5]]
                 save()
                 print(f"{key:<40} EX {summary['ex']:.3f}  n={summary['n']}  {results['ex'][key]['seconds']} s  "
                       f"{summary['statuses']}", flush=True)
-        del generator
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
     print(table(results))
 
 
@@ -249,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--temperature", type=float, default=0.7)
     r.add_argument("--examples", type=int, default=3)
     r.add_argument("--train-only", action="store_true")
+    r.add_argument("--save-rows", action="store_true", help="keep 5 sample rows per evaluation in the results")
+    r.add_argument("--limit", type=int, help="score only the first N questions of each benchmark (smoke tests)")
     r.add_argument("--resume", action="store_true", help="keep OUT's finished results and trained adapter")
     r.set_defaults(func=run)
     args = parser.parse_args(argv)
