@@ -128,7 +128,8 @@ def run(args: argparse.Namespace) -> None:
     results_path = out / "results.json"
     results = json.loads(results_path.read_text()) if args.resume and results_path.is_file() else {}
     results.setdefault("meta", {}).update({**data["meta"], "device": torch.cuda.get_device_name(0)
-                                            if torch.cuda.is_available() else "cpu", "args": vars(args)})
+                                            if torch.cuda.is_available() else "cpu",
+                                            "args": {k: v for k, v in vars(args).items() if k != "func"}})
     results.setdefault("ex", {})
 
     def save() -> None:
@@ -148,6 +149,8 @@ def run(args: argparse.Namespace) -> None:
         print(f"trained: {report['examples']} examples, {report['steps']} steps, loss {report['loss_first']} -> "
               f"{report['loss_last']}, {report['train_seconds']} s, {report['samples_per_s']} samples/s, "
               f"{report['tokens_per_s']} tokens/s on {report['device']}", flush=True)
+    elif "training" not in results:
+        results["training"] = json.loads((tuned_dir / "training_report.json").read_text())
     if args.train_only:
         return
 

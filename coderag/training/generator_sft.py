@@ -527,6 +527,13 @@ def _save(model, tokenizer, output_dir: str | os.PathLike, *, merge: bool, base_
     with atomic_directory(output_dir) as staged:
         if merge:
             merged = model.merge_and_unload()
+            quantizer = getattr(merged, "hf_quantizer", None)
+            if quantizer is not None:
+                if str(getattr(quantizer.quantization_config, "quant_method", "")).lower().endswith("gguf"):
+                    # GGUF weights were dequantized at load: the tensors are plain, only the marker remains.
+                    quantizer.remove_quantization_config(merged)
+                else:
+                    raise ConfigError("a quantized base model cannot be saved merged: save the adapter (no --merge).")
             merged.save_pretrained(str(staged), safe_serialization=True)
         else:
             model.save_pretrained(str(staged), safe_serialization=True)
