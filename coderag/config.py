@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 _URL_PASSWORD = re.compile(r"(://[^/@:\s]*:)[^/@\s]*@")
 DEFAULT_QUESTION = "What is the total revenue of orders placed by each customer?"
 MAX_K = 50
+MAX_CANDIDATES = 16  # most SQL candidates voted on per question (n_candidates)
+MAX_EXAMPLES = 16  # most retrieved question -> SQL examples per prompt (examples)
 
 
 def http_url(value: str | None) -> str | None:
@@ -85,6 +87,14 @@ class CodeRAGSettings(BaseSettings):
     llm_max_retries: int = Field(2, ge=0, le=10, description="retries of a failed LLM request (openai client)")
     k: int = Field(3, ge=1, le=MAX_K, description="schemas retrieved per question")
     max_new_tokens: int = Field(128, ge=8, le=4096, description="generation budget per question (tokens)")
+    n_candidates: int = Field(1, ge=1, le=MAX_CANDIDATES,
+                              description="SQL candidates sampled per question and voted on by their execution "
+                                          "results (1: one greedy reply)")
+    sampling_temperature: float = Field(0.7, gt=0, le=2, description="sampling temperature of the candidates "
+                                                                     "when n_candidates > 1")
+    examples: int = Field(0, ge=0, le=MAX_EXAMPLES,
+                          description="question -> SQL examples of the synthetic training split retrieved into "
+                                      "the prompt (0: none)")
     seed: int = Field(0, description="seed for sampling, splits and training")
 
     # The fields that become flags of the command using this class (None: every non-secret field).
@@ -255,6 +265,9 @@ class JobSettings(CodeRAGSettings):
     out_dir: Path = Field(Path("runs/main"), description="where `coderag run` writes the index and results.json")
     min_score: float | None = Field(None, ge=-1.0, le=1.0, description="drop retrieved schemas scoring below this")
     n_eval: int = Field(12, ge=1, description="questions scored for EM/EX")
+    eval_fraction: float = Field(0.2, gt=0, lt=1, description="with --examples: share of domains held out; examples "
+                                                              "come from the other (training) domains only, and "
+                                                              "generated corpora score held-out questions")
     question: str = Field(DEFAULT_QUESTION, description="the sample question answered at the end")
     batch_size: int = Field(64, ge=1, description="texts per encoder batch")
     split: str = Field("train", description="hub dataset split")
@@ -384,7 +397,7 @@ class GeneratorTrainingSettings(CodeRAGSettings):
 PIPELINE_PARAMETERS = (
     "corpus", "n_records", "eval_fraction", "synth_backend", "max_train_pairs", "n_negatives",
     "encoder", "epochs", "batch_size", "max_steps", "learning_rate", "k", "n_eval",
-    "max_new_tokens", "llm_base_url", "llm_model", "benchmark_dir", "n_benchmark", "min_recall_at_5", "min_execution_accuracy",
+    "max_new_tokens", "n_candidates", "sampling_temperature", "examples", "llm_base_url", "llm_model", "benchmark_dir", "n_benchmark", "min_recall_at_5", "min_execution_accuracy",
     "max_regression", "current_metrics", "shard_size", "index_device", "index_type", "deploy_dir", "promote_repo",
     "promote_env", "generator_sft_steps", "seed",
 )

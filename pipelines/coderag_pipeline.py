@@ -114,6 +114,9 @@ def build_pipeline(image: str = IMAGE, placement: Placement | None = None):
         k: int = 3,
         n_eval: int = 200,
         max_new_tokens: int = 128,
+        n_candidates: int = 1,
+        sampling_temperature: float = 0.7,
+        examples: int = 0,
         llm_base_url: str = "",
         llm_model: str = "",
         benchmark_dir: str = "",
@@ -157,7 +160,8 @@ def build_pipeline(image: str = IMAGE, placement: Placement | None = None):
 
             scores = ops["evaluate"](
                 corpus_split=synth.outputs["corpus_split"], model=tune.outputs["model"], index=index.outputs["index"], k=k,
-                n_eval=n_eval, max_new_tokens=max_new_tokens, llm_base_url=llm_base_url,
+                n_eval=n_eval, max_new_tokens=max_new_tokens, n_candidates=n_candidates,
+                sampling_temperature=sampling_temperature, examples=examples, llm_base_url=llm_base_url,
                 llm_model=llm_model, benchmark_dir=benchmark_dir, n_benchmark=n_benchmark, seed=seed)
             _llm_key(_resources(scores, "2", "6Gi"), placement)
             scores.set_caching_options(False)  # the deployed baseline it is gated against changes

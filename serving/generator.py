@@ -20,6 +20,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
+from coderag.config import MAX_CANDIDATES
 from coderag.errors import CodeRAGError
 from serving import metrics
 from serving.errors import error_body
@@ -94,8 +95,6 @@ class GeneratorModel(ServiceModel):
             )
         if body.get("stream"):
             raise ChatRequestError("streaming is not supported by this server: send stream=false")
-        if body.get("n", 1) not in (1, None):
-            raise ChatRequestError("only n=1 is supported")
         limit = self.settings.max_tokens_limit
         max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
         if max_tokens is None:
@@ -108,15 +107,32 @@ class GeneratorModel(ServiceModel):
             raise ChatRequestError(f"temperature must be a number between 0 and 2, got {temperature!r}")
         return parsed, max_tokens, float(temperature)
 
-    async def chat_completion(self, messages: list[dict[str, str]], max_tokens: int, temperature: float) -> dict:
-        """One chat completion in the OpenAI wire format (``openai.types.chat.ChatCompletion``)."""
+    @staticmethod
+    def parse_n(body: dict) -> int:
+        """The request's ``n`` (choices wanted): 1 to :data:`~coderag.config.MAX_CANDIDATES`, else
+        :class:`ChatRequestError`."""
+        n = body.get("n")
+        n = 1 if n is None else n
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_CANDIDATES:
+            raise ChatRequestError(f"n must be an integer between 1 and {MAX_CANDIDATES}, got {n!r}")
+        return n
+
+    async def chat_completion(self, messages: list[dict[str, str]], max_tokens: int, temperature: float,
+                              n: int = 1) -> dict:
+        """A chat completion with ``n`` choices in the OpenAI wire format (``openai.types.chat.ChatCompletion``);
+        several choices are decoded in one batch."""
         t0 = time.perf_counter()
         running = metrics.vllm_running.labels(model_name=self.name)
         running.inc()
         try:
-            result = await asyncio.to_thread(
-                self.generator.generate_chat, messages, max_tokens=max_tokens, temperature=temperature
-            )
+            if n == 1:
+                results = [await asyncio.to_thread(
+                    self.generator.generate_chat, messages, max_tokens=max_tokens, temperature=temperature
+                )]
+            else:
+                results = await asyncio.to_thread(
+                    self.generator.generate_batch, [messages] * n, max_tokens=max_tokens, temperature=temperature
+                )
         except Exception:
             metrics.generator_errors.labels(service=SERVICE, kind="error").inc()
             raise
@@ -125,8 +141,10 @@ class GeneratorModel(ServiceModel):
             elapsed = time.perf_counter() - t0
             metrics.stage_latency.labels(service=SERVICE, stage="generate").observe(elapsed)
             metrics.vllm_e2e_latency.labels(model_name=self.name).observe(elapsed)
+        result = results[0]
+        completion_tokens = sum(r.completion_tokens for r in results)
         metrics.vllm_prompt_tokens.labels(model_name=self.name).inc(result.prompt_tokens)
-        metrics.vllm_generation_tokens.labels(model_name=self.name).inc(result.completion_tokens)
+        metrics.vllm_generation_tokens.labels(model_name=self.name).inc(completion_tokens)
         metrics.vllm_request_success.labels(model_name=self.name, finished_reason=result.finish_reason or "stop").inc()
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex}",
@@ -135,16 +153,17 @@ class GeneratorModel(ServiceModel):
             "model": self.name,
             "choices": [
                 {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": result.text},
-                    "finish_reason": result.finish_reason,
+                    "index": i,
+                    "message": {"role": "assistant", "content": r.text},
+                    "finish_reason": r.finish_reason,
                     "logprobs": None,
                 }
+                for i, r in enumerate(results)
             ],
             "usage": {
                 "prompt_tokens": result.prompt_tokens,
-                "completion_tokens": result.completion_tokens,
-                "total_tokens": result.prompt_tokens + result.completion_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": result.prompt_tokens + completion_tokens,
             },
         }
 
@@ -172,10 +191,11 @@ def add_openai_routes(app, server) -> None:
             return _error(503, f"model {name!r} is not ready: {detail}")
         try:
             messages, max_tokens, temperature = model.parse_chat_request(body)
+            n = model.parse_n(body)
         except ChatRequestError as exc:
             return _error(400, str(exc))
         try:
-            return JSONResponse(await model.chat_completion(messages, max_tokens, temperature))
+            return JSONResponse(await model.chat_completion(messages, max_tokens, temperature, n))
         except CodeRAGError as exc:
             log.warning("generation failed: %s", exc)
             return _error(500, str(exc))

@@ -2,13 +2,20 @@
 
 ``POST /v1/models/NAME:predict`` with::
 
-    {"question": "How many orders ...?", "k": 3, "sql_context": "CREATE TABLE ...; INSERT ...;", "repair": true}
+    {"question": "How many orders ...?", "k": 3, "sql_context": "CREATE TABLE ...; INSERT ...;", "repair": true,
+     "n_candidates": 5, "examples": 3}
 
-(``k``, ``sql_context`` / ``database`` and ``repair`` are optional; the model is
-:class:`serving.schemas.RagRequest`, unknown fields are refused) answers::
+(``k``, ``sql_context`` / ``database``, ``repair``, ``n_candidates`` and ``examples`` are optional; the model
+is :class:`serving.schemas.RagRequest`, unknown fields are refused) answers::
 
     {"question", "sql", "guard": {"allowed", "reason", "statement_type"}, "snippets": [{rank, snippet_id, score,
      text, domain}], "reply", "rows", "execution_error", "repaired", "timings_ms": {retrieve, generate, ...}}
+
+plus ``"examples"`` (the retrieved question -> SQL examples in the prompt) when examples > 0 and ``"vote"``
+(``{"n", "temperature", "chosen", "votes", "survivors", "candidates": [{sql, status, votes, ...}]}``) when
+``n_candidates`` > 1: the candidates are sampled in one ``n=`` request to the generator, every allowed one
+runs on the same sandbox session or database as a single query would, and the result most of them share
+is answered (:mod:`coderag.generation.voting`), all within ``request_timeout_s``.
 
 ``rows`` are JSON values; a BLOB comes back as text ``"\\x"`` + lower-case hex (``x'ff00'`` -> ``"\\xff00"``).
 The SQL runs in :class:`coderag.sql.sandbox.SqlSandbox` (a worker process per request, with CPU, memory,
@@ -38,8 +45,10 @@ import httpx
 from kserve.errors import InvalidInput
 from pydantic import ValidationError
 
-from coderag.errors import CodeRAGError, GenerationError, GeneratorUnavailable, QuestionError
+from coderag.config import MAX_EXAMPLES
+from coderag.errors import CodeRAGError, ConfigError, GenerationError, GeneratorUnavailable, QuestionError
 from coderag.generation.answer import Answer, answer_from_schemas
+from coderag.retrieval.examples import Example, retrieve_examples
 from coderag.retrieval.search import validate_question
 from coderag.sql.sandbox import SandboxContextError, SandboxError, SandboxLimits, SandboxSession, SqlSandbox
 from serving import metrics
@@ -118,6 +127,9 @@ class RagModel(ServiceModel):
             self.local_retriever = RetrieverModel(f"{self.name}-retriever", retriever_settings, service=SERVICE)
         if self.local_retriever is not None and not self.local_retriever.ready:
             self.local_retriever.load()
+        if settings.examples and self.example_store() is None:
+            raise ConfigError(f"--examples {settings.examples}: the index holds no question -> SQL examples: rebuild "
+                              "it with `coderag index build --examples K` (or the pipeline), or set --examples 0")
         metrics.set_model_info(
             SERVICE,
             model_name=self.name,
@@ -146,6 +158,13 @@ class RagModel(ServiceModel):
         repair = payload.get("repair")
         if repair is not None and not isinstance(repair, bool):
             raise InvalidInput(f"repair must be true or false, got {repair!r}")
+        n = payload.get("n_candidates")
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= settings.max_n_candidates):
+            raise InvalidInput(f"n_candidates must be an integer between 1 and {settings.max_n_candidates}, got {n!r}")
+        shots = payload.get("examples")
+        if shots is not None and (isinstance(shots, bool) or not isinstance(shots, int)
+                                  or not 0 <= shots <= MAX_EXAMPLES):
+            raise InvalidInput(f"examples must be an integer between 0 and {MAX_EXAMPLES}, got {shots!r}")
         try:
             request = RagRequest.model_validate(payload)
         except ValidationError as exc:
@@ -172,13 +191,30 @@ class RagModel(ServiceModel):
         if database is not None and database not in self._database_names():
             known = ", ".join(self._database_names()) or "none are registered"
             raise InvalidInput(f"database {database!r} is not registered here: use one of {known}")
+        examples = settings.examples if request.examples is None else request.examples
+        if examples and self.example_store() is None:
+            raise InvalidInput("this server has no question -> SQL examples (its index was built without them, or "
+                               "retrieval is remote): send \"examples\": 0")
         return {
             "question": question,
             "k": settings.k if request.k is None else request.k,
             "sql_context": sql_context,
             "database": database,
             "repair": settings.repair if request.repair is None else request.repair,
+            "n_candidates": settings.n_candidates if request.n_candidates is None else request.n_candidates,
+            "examples": examples,
         }
+
+    def example_store(self):
+        """The in-process index's :class:`~coderag.retrieval.examples.ExampleIndex`, or None."""
+        index = getattr(self.local_retriever, "index", None)
+        return getattr(index, "examples", None)
+
+    def retrieve_examples(self, question: str, n: int) -> list[Example]:
+        """The ``n`` training examples most similar to ``question`` (blocking: call it off the event loop)."""
+        if not n:
+            return []
+        return retrieve_examples(self.example_store(), self.local_retriever.encoder_model, [question], n)[0]
 
     def _database_names(self) -> list[str]:
         return [] if self.databases is None else self.databases.names()
@@ -284,6 +320,8 @@ class RagModel(ServiceModel):
         t0 = time.perf_counter()
         try:
             snippets = await asyncio.wait_for(self.retrieve(question, request["k"]), _remaining(deadline))
+            shots = await asyncio.wait_for(self._blocking(self.retrieve_examples, question, request["examples"]),
+                                           _remaining(deadline))
         except RetrieverUnavailable as exc:
             raise PartialResultError(503, str(exc), {"question": question, "snippets": []}) from None
         except TimeoutError:
@@ -308,6 +346,9 @@ class RagModel(ServiceModel):
                 repair=request["repair"],
                 max_tokens=self.settings.max_new_tokens,
                 timeout_s=self.settings.execute_timeout_s,
+                n_candidates=request["n_candidates"],
+                temperature=self.settings.sampling_temperature,
+                examples=shots,
             ), _remaining(deadline) + 2.0)
         except GeneratorUnavailable as exc:
             metrics.generator_errors.labels(service=SERVICE, kind="unavailable").inc()
@@ -321,6 +362,9 @@ class RagModel(ServiceModel):
             raise PartialResultError(504, f"the request ran past its budget of {budget:g} s", partial) from None
         self._record(answer)
         result = answer.to_dict()
+        extra = {"examples": result["examples"]} if request["examples"] else {}
+        if answer.vote is not None:
+            extra["vote"] = answer.vote
         return {
             "question": question,
             "sql": result["sql"],
@@ -332,6 +376,7 @@ class RagModel(ServiceModel):
             "execution_error": result["execution_error"],
             "repaired": result["repaired"],
             "timings_ms": {"retrieve": retrieve_s * 1000, **result["timings_ms"]},
+            **extra,
         }
 
     def _record(self, answer: Answer) -> None:
@@ -360,17 +405,28 @@ class _BudgetedGenerator:
         self.timed_out = False
 
     def complete(self, messages, **kwargs) -> str:
+        return self._call("complete", messages, **kwargs)
+
+    def sample(self, messages, **kwargs) -> list:
+        """``n`` candidates in one request (``n=``), spent from the same budget as :meth:`complete`."""
+        if not callable(getattr(self.generator, "sample", None)):  # a test double: n calls of complete
+            from coderag.generation.voting import sample_replies
+
+            return sample_replies(self.generator, messages, kwargs.pop("n"), **kwargs)
+        return self._call("sample", messages, **kwargs)
+
+    def _call(self, method: str, messages, **kwargs):
         from coderag.generation.llm import OpenAIChatGenerator
 
         if not isinstance(self.generator, OpenAIChatGenerator):  # in-process generators have no network
-            return self.generator.complete(messages, **kwargs)
+            return getattr(self.generator, method)(messages, **kwargs)
         for attempt in range(self.attempts):
             remaining = _remaining(self.deadline)
             if remaining < 0.05:
                 self.timed_out = True
                 raise GeneratorUnavailable("the request's time budget ran out before the generator answered")
             try:
-                return self.generator.complete(messages, timeout=remaining, **kwargs)
+                return getattr(self.generator, method)(messages, timeout=remaining, **kwargs)
             except GeneratorUnavailable as exc:
                 import openai
 

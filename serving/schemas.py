@@ -33,6 +33,12 @@ class RagRequest(_Strict):
     )
     database: str | None = Field(None, description="name of a database registered on the server to run the SQL on")
     repair: bool | None = Field(None, description="ask the LLM once to repair SQL that fails to execute")
+    n_candidates: int | None = Field(
+        None, ge=1, description="SQL candidates sampled and voted on by their execution results (1 to the "
+                                "server's max_n_candidates; 1: one greedy reply)")
+    examples: int | None = Field(
+        None, ge=0, description="question -> SQL examples of the training split retrieved into the prompt "
+                                "(0 to 16; needs an index with examples)")
 
 
 class RetrieverInstance(_Strict):

@@ -14,7 +14,7 @@ from typing import ClassVar
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from coderag.config import CodeRAGSettings, http_url
+from coderag.config import MAX_CANDIDATES, CodeRAGSettings, http_url
 from coderag.errors import ConfigError
 
 DEFAULT_RETRIEVER_NAME = "coderag-retriever"
@@ -106,8 +106,11 @@ class RagSettings(ServiceLimits):
                              "llm_base_url", "llm_model", "llm_api_key_file", "llm_timeout_s", "k", "max_k",
                              "max_question_chars", "max_sql_context_chars", "max_new_tokens", "repair",
                              "execute_timeout_s", "request_timeout_s", "allow_sql_context", "databases_file", "transpile", "sandbox_memory_mb", "sandbox_sessions",
-                             "max_result_bytes", "background_load", *LIMIT_FIELDS)
+                             "max_result_bytes", "background_load", "n_candidates", "max_n_candidates",
+                             "sampling_temperature", "examples", *LIMIT_FIELDS)
 
+    max_n_candidates: int = Field(8, ge=1, le=MAX_CANDIDATES,
+                                  description="most SQL candidates a request may ask to vote on (n_candidates)")
     retriever_url: str | None = Field(
         None, description="base URL of the retriever service (v1 protocol); unset: in-process"
     )
@@ -169,6 +172,8 @@ class RagSettings(ServiceLimits):
     def _k_range(self):
         if self.k > self.max_k:
             raise ValueError(f"k {self.k} is larger than max_k {self.max_k}")
+        if self.n_candidates > self.max_n_candidates:
+            raise ValueError(f"n_candidates {self.n_candidates} is larger than max_n_candidates {self.max_n_candidates}")
         return self
 
     def check_retrieval_source(self) -> None:
@@ -181,4 +186,9 @@ class RagSettings(ServiceLimits):
             raise ConfigError(
                 "the RAG endpoint needs the generator's OpenAI-compatible URL: --llm_base_url URL "
                 "(CODERAG_RAG_LLM_BASE_URL), e.g. http://coderag-generator-predictor/openai/v1"
+            )
+        if self.examples and self.retriever_url is not None:
+            raise ConfigError(
+                "examples come from the in-process index's example store: with --examples > 0 serve the index "
+                "in-process (--index_dir DIR, no --retriever_url), or set --examples 0"
             )

@@ -137,6 +137,14 @@ def metric_value(samples: dict[str, float], name: str, **labels: str) -> float:
     return total
 
 
+def _choice(index: int, reply) -> dict:
+    text, logprob = reply if isinstance(reply, tuple) else (reply, None)
+    logprobs = None if logprob is None else {"content": [{"token": "x", "logprob": logprob, "bytes": None,
+                                                          "top_logprobs": []}]}
+    return {"index": index, "finish_reason": "stop", "logprobs": logprobs,
+            "message": {"role": "assistant", "content": text}}
+
+
 class ScriptedChatServer:
     """An OpenAI-compatible ``/v1/chat/completions`` endpoint on 127.0.0.1 that answers scripted replies.
 
@@ -144,7 +152,9 @@ class ScriptedChatServer:
     wire format the ``openai`` client parses; every request it received is kept in ``requests``.
     ``replies`` is a list (answered in order) or a dict from a marker to a reply: the first marker found
     in the last user message picks the reply, so concurrent requests get their own. The reply
-    :attr:`HANG` accepts the request and never answers (until :meth:`close`).
+    :attr:`HANG` accepts the request and never answers (until :meth:`close`). A request with ``n`` > 1
+    gets the next ``n`` replies (list) or the picked reply ``n`` times (dict) as its choices; a reply
+    given as ``(text, logprob)`` comes with that token log-probability.
     """
 
     HANG = object()
@@ -179,19 +189,21 @@ class ScriptedChatServer:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["content-length"])))
                 outer.requests.append(body)
-                content = self._pick(body) if self.path.rstrip("/") == "/v1/chat/completions" else None
+                n = body.get("n") or 1
+                contents = [self._pick(body) if self.path.rstrip("/") == "/v1/chat/completions" else None
+                            for _ in range(n if outer.keyed is None else 1)] * (1 if outer.keyed is None else n)
+                content = contents[0]
                 if content is ScriptedChatServer.HANG:
                     outer._closed.wait()
                     return
-                if content is None:
+                if content is None or None in contents:
                     self.send_response(404 if self.path.rstrip("/") != "/v1/chat/completions" else 500)
                     self.end_headers()
                     return
                 answer = json.dumps({
                     "id": f"chatcmpl-{len(outer.requests)}", "object": "chat.completion", "created": 0,
                     "model": body.get("model", "scripted"),
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": content}}],
+                    "choices": [_choice(i, c) for i, c in enumerate(contents)],
                     "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
                 }).encode()
                 self.send_response(200)

@@ -53,6 +53,7 @@ def stages(tmp_path_factory):
                                        index_type="flat", index=a["index"])
     components.evaluate.python_func(
         corpus_split=a["corpus_split"], model=a["model"], index=a["index"], k=2, n_eval=2, max_new_tokens=24,
+        n_candidates=2, sampling_temperature=0.7, examples=2,
         llm_base_url="", llm_model="", benchmark_dir="", n_benchmark=2, seed=0, metrics=a["metrics"],
         details=a["details"], report=a["report"], report_html=a["report_html"])
     torch.set_num_threads(threads)
@@ -107,6 +108,9 @@ def test_build_index_indexes_every_unique_schema(stages):
     assert len(a["shards"]) == -(-index.count // 16) >= 2
     assert [s.metadata["start"] for s in a["shards"]] == list(range(0, index.count, 16))
     assert a["index"].metadata["shards"] == len(a["shards"])
+    # The training split's question -> SQL examples are stored beside it, and nothing of the held-out side.
+    assert set(index.examples.questions) == {r["sql_prompt"] for r in train}
+    assert not set(index.examples.domains) & {r["domain"] for r in held_out}
 
 
 def test_evaluate_logs_retrieval_and_sql_metrics(stages):
@@ -129,6 +133,9 @@ def test_evaluate_logs_retrieval_and_sql_metrics(stages):
         # Test-suite EX is stricter than one database: a match there never fails here, a miss here never matches.
         assert not row["ex"] or naive, row
         assert (row["status"] == "ok") == row["ex"], row
+        # Two candidates voted on, two training examples in the prompt (never a held-out question).
+        assert row["vote"]["n"] == 2 and len(row["examples"]) == 2
+        assert not set(row["examples"]) & {r["sql_prompt"] for r in held_out}
     assert {"key", "ex", "hit@5", "hardness", "status"} <= set(details["rows"][0])
     assert details["rows"][0]["key"].startswith("heldout:")
     assert "# CodeRAG evaluation: heldout" in Path(a["report"].path).read_text()

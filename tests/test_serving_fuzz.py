@@ -70,6 +70,8 @@ RAG_FIELDS = st.fixed_dictionaries({}, optional={
     | st.text(max_size=60) | JSON_VALUES,
     "database": st.text(max_size=10) | JSON_VALUES,
     "repair": st.booleans() | JSON_VALUES,
+    "n_candidates": st.integers(min_value=-1, max_value=20) | JSON_VALUES,
+    "examples": st.integers(min_value=-1, max_value=20) | JSON_VALUES,
     "extra": JSON_VALUES,
 })
 V2_INPUT = st.fixed_dictionaries(

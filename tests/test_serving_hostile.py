@@ -360,7 +360,8 @@ def test_openapi_documents_the_request_models(hostile_rag, retriever_service):
     assert body["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/RagRequest"}
     schema = rag["components"]["schemas"]["RagRequest"]
     assert schema["additionalProperties"] is False
-    assert sorted(schema["properties"]) == ["database", "k", "question", "repair", "sql_context"]
+    assert sorted(schema["properties"]) == ["database", "examples", "k", "n_candidates", "question", "repair",
+                                            "sql_context"]
     assert "hex" in rag["paths"]["/v1/models/{model_name}:predict"]["post"]["description"]
     retriever = httpx.get(f"{retriever_service.url}/openapi.json", timeout=10).json()
     assert retriever["components"]["schemas"]["V2InferenceRequest"]["additionalProperties"] is False

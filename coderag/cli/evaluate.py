@@ -35,7 +35,27 @@ def _benchmark(s: JobSettings):
     from coderag.corpus import load_corpus
 
     records = load_corpus(s.corpus, split=s.split, limit=s.n_records, seed=s.seed)
+    if s.examples:  # examples come from the training domains: score the held-out ones only
+        from coderag.retrieval.examples import training_examples
+
+        train, held_out = training_examples(records, s.eval_fraction, s.seed)
+        return load_gretel_benchmark(held_out, name=f"gretel:{s.corpus}:held-out",
+                                     corpus_records=train).limit(s.limit)
     return load_gretel_benchmark(records, name=f"gretel:{s.corpus}").limit(s.limit)
+
+
+def _example_index(s: JobSettings, encoder_model):
+    """With ``--examples K``: the question -> SQL examples of ``--corpus``'s training domains (never a
+    benchmark question: Spider is only ever evaluated, generated corpora score their held-out domains)."""
+    if not s.examples:
+        return None
+    from coderag.corpus import load_corpus
+    from coderag.retrieval.examples import ExampleIndex, training_examples
+
+    records = load_corpus(s.corpus, split=s.split, limit=s.n_records, seed=s.seed)
+    train, held_out = training_examples(records, s.eval_fraction, s.seed)
+    return ExampleIndex.build(encoder_model, train, held_out_domains={str(r["domain"]) for r in held_out},
+                              batch_size=s.batch_size)
 
 
 def _print_summary(results) -> None:
@@ -114,7 +134,9 @@ def _score(benchmark, s: JobSettings, args: argparse.Namespace) -> int:
         encoder_model = load_encoder(s.encoder)
         results = evaluate_modes(benchmark, s.schema_modes(), encoder_model=encoder_model,
                                  generator=make_generator(s), k=s.k, ex_mode=s.ex_mode,
-                                 keep_distinct=s.keep_distinct, max_new_tokens=s.max_new_tokens)
+                                 keep_distinct=s.keep_distinct, max_new_tokens=s.max_new_tokens,
+                                 n_candidates=s.n_candidates, temperature=s.sampling_temperature,
+                                 example_index=_example_index(s, encoder_model), examples=s.examples)
     if args.out is not None:
         from coderag.evaluation.report import write_benchmark_report
 
@@ -151,5 +173,5 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "where it does not transpile, does not run, or gives another result")
     add_settings_flags(p, JobSettings, ("spider_dir", "questions_file", "corpus", "n_records", "limit", "schemas",
                                         "ex_mode", "keep_distinct", "encoder", "seed", "db", "transpile",
-                                        *LLM_FLAGS))
+                                        "eval_fraction", *LLM_FLAGS))
     p.set_defaults(func=_cmd_evaluate)

@@ -20,6 +20,9 @@ def _cmd_index_build(args: argparse.Namespace) -> int:
     encoder = s.encoder or DEFAULT_ENCODER
     resolve_encoder_path(encoder)
     if s.db is not None:
+        if s.examples:
+            raise ConfigError("--examples stores examples of a generated corpus's training split: it cannot be "
+                              "combined with --db (a live database has no question -> SQL pairs)")
         return _index_database(s, encoder, args)
     records = load_corpus(s.corpus, split=s.split, limit=s.n_records, seed=s.seed)
     schema_corpus = dedupe_schemas(records)
@@ -39,8 +42,17 @@ def _cmd_index_build(args: argparse.Namespace) -> int:
         encode_workers=s.encode_workers,
         seed=s.seed,
     )
+    if s.examples:
+        from coderag.retrieval.examples import ExampleIndex, training_examples
+
+        train, held_out = training_examples(records, s.eval_fraction, s.seed)
+        index.examples = ExampleIndex.build(encoder_model, train, held_out_domains={str(r["domain"]) for r in held_out},
+                                            batch_size=s.batch_size, show_progress=args.progress)
     seconds = time.perf_counter() - started
     out = index.save(args.out)
+    if index.examples is not None:
+        print(f"stored {index.examples.count} question -> SQL examples of {index.examples.manifest()['domains']} "
+              f"training domains ({len(index.examples.held_out_domains)} held-out domains kept out)")
     print(
         f"indexed {index.count} schema snippets from {len(records)} records "
         f"({schema_corpus.duplicates_dropped} duplicates dropped), dim {index.dim}, "
@@ -125,13 +137,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "encoder and write sql_rag_faiss_index.bin, corpus_map.json and manifest.json to "
                     "--out atomically. With --db URL, index a live database instead: one CREATE TABLE "
                     "snippet per table (columns, types, keys, --sample-values), the manifest records the "
-                    "source and a schema fingerprint, and an unchanged schema leaves the index as it is.",
+                    "source and a schema fingerprint, and an unchanged schema leaves the index as it is. "
+                    "--examples K (K > 0) also stores the question -> SQL examples of the corpus's training "
+                    "domains (split by domain, --eval-fraction held out) for `ask --examples`.",
     )
     build.add_argument("--out", required=True, metavar="DIR", help="index directory to write (replaced atomically)")
     build.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                        help="show a progress bar (default: when stderr is a terminal)")
     build.add_argument("--force", action="store_true", help="with --db: rebuild even when the schema is unchanged")
     add_settings_flags(build, JobSettings, ("corpus", "split", "n_records", "seed", "encoder", "batch_size", "db",
+                                            "examples", "eval_fraction",
                                             "sample_values", "device", "encode_workers", "index_type", "nlist",
                                             "nprobe", "hnsw_m", "ef_construction", "ef_search"))
     build.set_defaults(func=_cmd_index_build)

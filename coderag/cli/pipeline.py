@@ -69,8 +69,9 @@ def _answer_sample(s: PipelineSettings, release: dict[str, Any]) -> str:
     index = SchemaIndex.load(release["index_dir"])
     encoder_model = load_encoder(release["model_dir"])
     answer = answer_question(s.question, index=index, encoder_model=encoder_model,
-                             generator=make_generator(s), k=s.k,
-                             max_tokens=s.max_new_tokens)
+                             generator=make_generator(s), k=s.k, max_tokens=s.max_new_tokens,
+                             n_candidates=s.n_candidates, temperature=s.sampling_temperature,
+                             examples=s.examples if index.examples is not None else 0)
     lines = [f"Question: {answer.question}"]
     lines += [f"  schema #{h['rank']} score={h['score']:.3f} domain={h['domain']}" for h in answer.snippets]
     verdict = sql_verdict_label(answer.allowed, answer.guard_reason)

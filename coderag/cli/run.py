@@ -11,7 +11,8 @@ from coderag.errors import ConfigError
 from coderag.evaluation.report import sql_verdict_label
 from coderag.generation.llm import make_generator
 
-LLM_FLAGS = ("llm_backend", "llm_base_url", "llm_model", "llm_api_key_file", "llm_timeout_s", "max_new_tokens", "k")
+LLM_FLAGS = ("llm_backend", "llm_base_url", "llm_model", "llm_api_key_file", "llm_timeout_s", "max_new_tokens", "k",
+             "n_candidates", "sampling_temperature", "examples")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -21,7 +22,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     s = JobSettings.from_args(args, "main-job")
     report = run_main_job(corpus_source=s.corpus, n_records=s.n_records, encoder=s.encoder, out_dir=s.out_dir,
                           k=s.k, n_eval=s.n_eval, question=s.question, generator_factory=lambda: make_generator(s),
-                          seed=s.seed, max_new_tokens=s.max_new_tokens)
+                          seed=s.seed, max_new_tokens=s.max_new_tokens, n_candidates=s.n_candidates,
+                          sampling_temperature=s.sampling_temperature, examples=s.examples,
+                          eval_fraction=s.eval_fraction)
     print(render_main_report(report.to_dict()))
     print(f"index: {s.out_dir / 'index'}   results: {s.out_dir / 'results.json'}")
     return 0
@@ -55,12 +58,16 @@ def _cmd_ask(args: argparse.Namespace) -> int:
     elif s.transpile:
         raise ConfigError("--transpile needs --db URL: it rewrites SQL into that database's dialect")
     index = SchemaIndex.load(Path(args.index))
+    if s.examples and index.examples is None:
+        raise ConfigError(f"--examples {s.examples}: the index {args.index} holds no question -> SQL examples: "
+                          "rebuild it with `coderag index build --examples K` or `coderag run --examples K`")
     encoder_model = load_encoder(s.encoder or index.encoder_name)
     index.check_compatible(encoder_model)
     generator = make_generator(s)
     answers = [answer_question(q, index=index, encoder_model=encoder_model, generator=generator, k=s.k,
                                min_score=s.min_score, max_tokens=s.max_new_tokens, database=database,
-                               transpile=s.transpile)
+                               transpile=s.transpile, n_candidates=s.n_candidates,
+                               temperature=s.sampling_temperature, examples=s.examples)
                for q in questions]
     if database is not None:
         database.close()
@@ -74,6 +81,9 @@ def _cmd_ask(args: argparse.Namespace) -> int:
         for hit in answer.snippets:
             print(f"[{hit['rank']}] score={hit['score']:.3f} domain={hit['domain']}")
         verdict = sql_verdict_label(answer.allowed, answer.guard_reason)
+        if answer.vote is not None:
+            print(f"vote: {answer.vote['votes']} of {answer.vote['n']} candidates share the chosen result "
+                  f"({answer.vote['survivors']} ran)")
         print(f"SQL ({verdict}):\n{answer.sql or '(no SQL in the reply)'}")
         if answer.execution_error:
             print(f"execution failed{' after one repair' if answer.repaired else ''}: {answer.execution_error}")
@@ -97,7 +107,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "retrieval (Recall@k, MRR, nDCG@10) and SQL generation (EM, EX; with and without "
                     "retrieval), answer a sample question, and write results.json.")
     add_settings_flags(run, JobSettings, ("corpus", "n_records", "encoder", "out_dir", "n_eval", "question", "seed",
-                                          *LLM_FLAGS))
+                                          "eval_fraction", *LLM_FLAGS))
     run.set_defaults(func=_cmd_run)
 
     ask = sub.add_parser("ask", help="answer one question with SQL from a built index",

@@ -214,6 +214,8 @@ class QuestionResult:
     gold_rank: int | None = None
     top1_score: float | None = None
     retrieved: list[str] = field(default_factory=list)
+    examples: list[str] = field(default_factory=list)  # questions of the examples in the prompt
+    vote: dict[str, Any] | None = None  # n_candidates > 1: candidates, votes, chosen (Vote.to_dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -320,6 +322,47 @@ def _replies(generator, prompts: list[list[dict[str, str]]], max_tokens: int) ->
     return [one(messages) for messages in prompts]
 
 
+def _sampled(generator, prompts: list[list[dict[str, str]]], n: int, max_tokens: int, temperature: float
+             ) -> list[list | Exception]:
+    """``n`` sampled replies per prompt (:func:`~coderag.generation.voting.sample_many`): all in batches when
+    the generator batches (a failure fails all), else per prompt, where a :class:`GenerationError` scores
+    that question 0 and :class:`GeneratorUnavailable` stops the evaluation."""
+    from coderag.generation.voting import sample_many
+
+    if callable(getattr(generator, "sample_batch", None)) or callable(getattr(generator, "complete_batch", None)):
+        return list(sample_many(generator, prompts, n, max_tokens=max_tokens, temperature=temperature))
+    out: list[list | Exception] = []
+    for messages in prompts:
+        try:
+            out.append(sample_many(generator, [messages], n, max_tokens=max_tokens, temperature=temperature)[0])
+        except GeneratorUnavailable:
+            raise
+        except GenerationError as exc:
+            out.append(exc)
+    return out
+
+
+def _vote_on(benchmark: Benchmark, index: int, replies: list, timeout_s: float, temperature: float):
+    """The vote among ``replies`` for question ``index``, each allowed candidate run on the question's database."""
+    from coderag.generation.voting import prepare_candidates, run_candidates, vote
+    from coderag.sql.execution import open_sqlite_readonly, run_query
+
+    question = benchmark.questions[index]
+    dialect = benchmark.dialect
+    candidates = prepare_candidates(replies, dialect, transpile=benchmark.transpile)
+    if benchmark.server is not None:
+        database = benchmark.server(question.db_id)
+        run_candidates(candidates, lambda sql: database.run_query(sql, timeout_s=timeout_s))
+    else:
+        conn = benchmark.connect(question)
+        conn = open_sqlite_readonly(conn) if isinstance(conn, Path) else conn
+        try:
+            run_candidates(candidates, lambda sql: run_query(conn, sql, timeout_s=timeout_s))
+        finally:
+            conn.close()
+    return vote(candidates, dialect=dialect, temperature=temperature)
+
+
 def score_prediction(benchmark: Benchmark, index: int, pred: str, *, ex_mode: str = "test-suite",
                      keep_distinct: bool = False, timeout_s: float = 5.0) -> tuple[bool, bool, bool, str, str]:
     """(ex, em, em_semantic, status, reason) of one predicted query for question ``index``."""
@@ -370,12 +413,33 @@ def score_prediction(benchmark: Benchmark, index: int, pred: str, *, ex_mode: st
     return False, em, em_semantic, "mismatch", outcome.reason
 
 
+def _examples_for(benchmark: Benchmark, example_index, encoder_model, k: int) -> list[list]:
+    """The ``k`` retrieved examples of each question ([] each for ``k`` = 0); refuses an example index
+    that holds a benchmark question (it must come from the training split only)."""
+    from coderag.retrieval.examples import retrieve_examples
+
+    if not k:
+        return [[] for _ in benchmark.questions]
+    if example_index is None or encoder_model is None:
+        raise ConfigError("examples in the prompt need an example index of the training split and the encoder: "
+                          "build one with `coderag index build --examples K`, or use --examples 0")
+    found = example_index if hasattr(example_index, "questions") else getattr(example_index, "examples", None)
+    # Generated benchmarks share the corpus's domains: none of theirs may have given an example.
+    asked = {q.db_id for q in benchmark.questions if q.sql_context is not None}
+    leaked = asked & set(getattr(found, "domains", []))
+    if leaked:
+        raise ConfigError(f"the example index holds examples of {len(leaked)} of the benchmark's domains (e.g. "
+                          f"{sorted(leaked)[0]!r}): build it from the training split only")
+    return retrieve_examples(example_index, encoder_model, [q.question for q in benchmark.questions], k)
+
+
 def evaluate_benchmark(benchmark: Benchmark, *, generator=None, encoder_model=None,
                        predictions: Sequence[str] | None = None, schemas: str = "retrieved", k: int = 3,
                        ex_mode: str = "test-suite", keep_distinct: bool = False, max_new_tokens: int = 128,
                        timeout_s: float = 5.0, show_progress: bool | None = None,
                        retrieval: tuple | None = None,
-                       prompt_schemas: Sequence[Sequence[str]] | None = None) -> BenchmarkResult:
+                       prompt_schemas: Sequence[Sequence[str]] | None = None, n_candidates: int = 1,
+                       temperature: float = 0.7, example_index=None, examples: int = 0) -> BenchmarkResult:
     """Score the system (or given ``predictions``) on every question of ``benchmark``.
 
     Args:
@@ -393,6 +457,12 @@ def evaluate_benchmark(benchmark: Benchmark, *, generator=None, encoder_model=No
         show_progress: progress bars (None: tqdm decides by terminal).
         retrieval: precomputed ``(ranked, scores, metrics)`` to reuse across modes.
         prompt_schemas: the snippets of each question's prompt, chosen by the caller (overrides ``schemas``).
+        n_candidates: SQL candidates sampled per question and voted on by execution (1: one greedy reply);
+            each row records its vote.
+        temperature: sampling temperature of the candidates.
+        example_index: an :class:`~coderag.retrieval.examples.ExampleIndex` of the training split (or a
+            schema index holding one), searched with ``encoder_model``.
+        examples: examples retrieved into each prompt (0: none); none of them may be a benchmark question.
 
     Returns:
         A :class:`BenchmarkResult` with one :class:`QuestionResult` per question, in order, and the summary.
@@ -423,6 +493,8 @@ def evaluate_benchmark(benchmark: Benchmark, *, generator=None, encoder_model=No
     t_retrieval = time.perf_counter() - started
 
     status_override: dict[int, tuple[str, str]] = {}
+    votes: dict[int, dict[str, Any]] = {}
+    shown: dict[int, list[str]] = {}
     if predictions is not None:
         if len(predictions) != n:
             raise ConfigError(f"{len(predictions)} predictions for {n} questions: one per question, in order")
@@ -435,16 +507,31 @@ def evaluate_benchmark(benchmark: Benchmark, *, generator=None, encoder_model=No
         if len(chosen) != n:
             raise ConfigError(f"{len(chosen)} schema lists for {n} questions")
         label = "SQLite" if benchmark.transpile else benchmark.dialect_label  # transpile: SQLite, then sqlglot
-        prompts = [build_messages(q.question, list(s), dialect=label)
-                   for q, s in zip(benchmark.questions, chosen, strict=True)]
-        replies = _replies(generator, prompts, max_new_tokens)
+        shots = _examples_for(benchmark, example_index, encoder_model, examples)
+        for i, row in enumerate(shots):
+            shown[i] = [e.question for e in row]
+        prompts = [build_messages(q.question, list(s), dialect=label, examples=e)
+                   for q, s, e in zip(benchmark.questions, chosen, shots, strict=True)]
         preds = []
-        for i, reply in enumerate(replies):
-            if isinstance(reply, Exception):
-                status_override[i] = ("generation_failure", str(reply))
-                preds.append("")
-            else:
-                preds.append(extract_sql(reply))
+        if n_candidates > 1:
+            for i, replies in enumerate(tqdm(_sampled(generator, prompts, n_candidates, max_new_tokens, temperature),
+                                             desc="vote", unit="q", disable=show_progress if show_progress is None
+                                             else not show_progress)):
+                if isinstance(replies, Exception):
+                    status_override[i] = ("generation_failure", str(replies))
+                    preds.append("")
+                    continue
+                outcome = _vote_on(benchmark, i, replies, timeout_s, temperature)
+                votes[i] = outcome.to_dict()
+                # the chosen reply's own SQL: scoring transpiles it again when the benchmark transpiles
+                preds.append(extract_sql(outcome.candidates[outcome.chosen or 0].reply))
+        else:
+            for i, reply in enumerate(_replies(generator, prompts, max_new_tokens)):
+                if isinstance(reply, Exception):
+                    status_override[i] = ("generation_failure", str(reply))
+                    preds.append("")
+                else:
+                    preds.append(extract_sql(reply))
         mode_label = schemas if prompt_schemas is None else "given"
     t_generation = time.perf_counter() - started - t_retrieval
 
@@ -472,11 +559,14 @@ def evaluate_benchmark(benchmark: Benchmark, *, generator=None, encoder_model=No
                                    gold=question.gold, pred=pred, ex=ex, em=em, em_semantic=em_semantic,
                                    hardness=hardness(question.gold), sql_complexity=question.sql_complexity,
                                    status=status, reason=reason, schemas=mode_label, gold_rank=gold_rank,
-                                   top1_score=top1, retrieved=retrieved))
+                                   top1_score=top1, retrieved=retrieved, examples=shown.get(i, []),
+                                   vote=votes.get(i)))
     t_scoring = time.perf_counter() - started - t_retrieval - t_generation
     summary = summarize(rows, benchmark=benchmark.name, schemas=mode_label, k=k, ex_mode=ex_mode,
                         dialect=benchmark.dialect,
                         keep_distinct=keep_distinct, retrieval=retrieval_summary,
+                        n_candidates=n_candidates if predictions is None else 1,
+                        examples=examples if predictions is None else 0,
                         timings_s={"retrieval": round(t_retrieval, 2), "generation": round(t_generation, 2),
                                    "scoring": round(t_scoring, 2)})
     log.info("benchmark %s schemas=%s n=%d ex=%.3f em=%.3f", benchmark.name, mode_label, n, summary["ex"],

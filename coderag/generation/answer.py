@@ -1,4 +1,5 @@
-"""Question -> SQL: retrieve schemas, prompt the LLM, extract, guard, optionally execute and repair.
+"""Question -> SQL: retrieve schemas (and examples), prompt the LLM, extract, guard, optionally execute,
+vote among sampled candidates, and repair.
 
 This is the core of the RAG endpoint and of ``coderag ask``; both are thin shells around
 :func:`answer_question` / :func:`answer_from_schemas`.
@@ -7,16 +8,24 @@ This is the core of the RAG endpoint and of ``coderag ask``; both are thin shell
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from coderag.generation.prompting import build_messages
+from coderag.generation.voting import (
+    DEFAULT_SAMPLING_TEMPERATURE,
+    check_n_candidates,
+    prepare_candidates,
+    prepare_sql,
+    run_candidates,
+    sample_replies,
+    vote,
+)
+from coderag.retrieval.examples import Example, retrieve_examples
 from coderag.retrieval.search import RetrievedSchema, retrieve_schemas, validate_question
-from coderag.sql.databases import Database, transpile_sql
-from coderag.sql.execution import SqlExecutionError, open_sqlite_readonly, run_query, sqlite_from_context
-from coderag.sql.guard import GuardVerdict, sql_guard
-from coderag.sql.text import extract_sql
+from coderag.sql.databases import Database
+from coderag.sql.execution import open_sqlite_readonly, run_query, sqlite_from_context
 
 
 @dataclass
@@ -35,6 +44,8 @@ class Answer:
     repaired: bool = False
     timings_ms: dict[str, float] = field(default_factory=dict)
     dialect: str = "sqlite"
+    examples: list[dict[str, Any]] = field(default_factory=list)  # the retrieved examples in the prompt
+    vote: dict[str, Any] | None = None  # with n_candidates > 1: candidates, votes, chosen (Vote.to_dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,21 +78,12 @@ def _execute(connect, run_sql, sql: str, timeout_s: float) -> list[list[Any]]:
     return _run(connect, sql, timeout_s)
 
 
-def _prepare(reply: str, dialect: str, transpile: bool) -> tuple[str, GuardVerdict]:
-    """The reply's SQL (transpiled from SQLite when asked) and the guard's verdict in ``dialect``."""
-    sql = extract_sql(reply)
-    if transpile and sql:
-        try:
-            sql = transpile_sql(sql, dialect)
-        except SqlExecutionError as exc:
-            return sql, GuardVerdict(False, f"refused: {exc}", "")
-    return sql, sql_guard(sql, dialect)
-
-
 def answer_from_schemas(question: str, schemas: list[str], generator, *, sql_context: str | None = None,
                         db_path: str | None = None, database: Database | None = None, transpile: bool = False,
                         repair: bool = True, max_tokens: int = 128, timeout_s: float = 5.0,
-                        run_sql: Callable[[str], list[list[Any]]] | None = None) -> Answer:
+                        run_sql: Callable[[str], list[list[Any]]] | None = None, n_candidates: int = 1,
+                        temperature: float = DEFAULT_SAMPLING_TEMPERATURE,
+                        examples: Sequence[Example] = ()) -> Answer:
     """Generate, extract and guard SQL for ``question`` given retrieved ``schemas``.
 
     With ``sql_context`` (CREATE TABLE + INSERT statements) the guarded SQL is executed on an in-memory
@@ -91,6 +93,12 @@ def answer_from_schemas(question: str, schemas: list[str], generator, *, sql_con
     (e.g. a :class:`~coderag.sql.sandbox.SandboxSession`'s ``run``, which builds a context once and runs
     every query in a worker process under hard limits). On an execution error the LLM is asked once to
     repair its query (the repaired SQL goes through the guard again).
+
+    With ``n_candidates`` > 1, that many replies are sampled at ``temperature`` (in one call when the
+    generator can) and the answer is the winner of :func:`~coderag.generation.voting.vote`: candidates that
+    do not parse, are refused or fail to execute are dropped, the result most survivors share wins
+    (``answer.vote`` records every candidate); when none survives, the first candidate is answered (and
+    repaired as above). ``n_candidates=1`` is the single greedy reply.
     Generator failures propagate (``GenerationError`` / ``GeneratorUnavailable``).
 
     Args:
@@ -105,6 +113,9 @@ def answer_from_schemas(question: str, schemas: list[str], generator, *, sql_con
         max_tokens: generation budget.
         timeout_s: time limit of one query run.
         run_sql: executes one guarded query and returns its rows (exclusive with the two above).
+        n_candidates: replies sampled and voted on (1: one greedy reply).
+        temperature: sampling temperature of the candidates (n_candidates > 1).
+        examples: retrieved question -> SQL examples for the prompt.
 
     Returns:
         An :class:`Answer` (``rows`` set when the SQL ran).
@@ -133,27 +144,36 @@ def answer_from_schemas(question: str, schemas: list[str], generator, *, sql_con
         connect = database
     timings: dict[str, float] = {}
     # With transpile the model is asked for SQLite (what small models write best) and sqlglot converts it.
-    messages = build_messages(question, schemas, dialect="SQLite" if transpile else label)
-    t0 = time.perf_counter()
-    reply = generator.complete(messages, max_tokens=max_tokens, temperature=0.0)
-    timings["generate"] = (time.perf_counter() - t0) * 1000
-    sql, verdict = _prepare(reply, dialect, transpile)
-    answer = Answer(question=question, sql=sql, allowed=verdict.allowed, guard_reason=verdict.reason,
-                    statement_type=verdict.statement_type, reply=reply, timings_ms=timings, dialect=dialect)
-    if not verdict.allowed or connect is None:
-        return answer
-    t0 = time.perf_counter()
-    try:
-        answer.rows = _execute(connect, run_sql, sql, timeout_s)
-    except Exception as exc:  # noqa: BLE001 - any database failure is reported and may be repaired
-        answer.execution_error = str(exc)
-    timings["execute"] = (time.perf_counter() - t0) * 1000
+    check_n_candidates(n_candidates)
+    messages = build_messages(question, schemas, dialect="SQLite" if transpile else label, examples=examples)
+    shown = [e.to_dict() if isinstance(e, Example) else {"question": e[0], "sql": e[1]} for e in examples]
+    if n_candidates > 1:
+        answer = _voted_answer(question, messages, generator, n_candidates, temperature, connect, run_sql, dialect,
+                               transpile, max_tokens, timeout_s, timings)
+        answer.examples = shown
+    else:
+        t0 = time.perf_counter()
+        reply = generator.complete(messages, max_tokens=max_tokens, temperature=0.0)
+        timings["generate"] = (time.perf_counter() - t0) * 1000
+        sql, verdict = prepare_sql(reply, dialect, transpile)
+        answer = Answer(question=question, sql=sql, allowed=verdict.allowed, guard_reason=verdict.reason,
+                        statement_type=verdict.statement_type, reply=reply, timings_ms=timings, dialect=dialect,
+                        examples=shown)
+        if not verdict.allowed or connect is None:
+            return answer
+        t0 = time.perf_counter()
+        try:
+            answer.rows = _execute(connect, run_sql, sql, timeout_s)
+        except Exception as exc:  # noqa: BLE001 - any database failure is reported and may be repaired
+            answer.execution_error = str(exc)
+        timings["execute"] = (time.perf_counter() - t0) * 1000
     if answer.execution_error and repair:
+        sql = answer.sql
         t0 = time.perf_counter()
         reply2 = generator.complete(_repair_messages(messages, sql, answer.execution_error, label),
                                     max_tokens=max_tokens, temperature=0.0)
         timings["repair"] = (time.perf_counter() - t0) * 1000
-        sql2, verdict2 = _prepare(reply2, dialect, transpile)
+        sql2, verdict2 = prepare_sql(reply2, dialect, transpile)
         answer.repaired = True
         answer.reply, answer.sql = reply2, sql2
         answer.allowed, answer.guard_reason = verdict2.allowed, verdict2.reason
@@ -169,11 +189,36 @@ def answer_from_schemas(question: str, schemas: list[str], generator, *, sql_con
     return answer
 
 
+def _voted_answer(question: str, messages, generator, n: int, temperature: float, connect, run_sql, dialect: str,
+                  transpile: bool, max_tokens: int, timeout_s: float, timings: dict[str, float]) -> Answer:
+    """Sample ``n`` candidates, execute the allowed ones (when there is a database) and answer the vote's winner."""
+    t0 = time.perf_counter()
+    replies = sample_replies(generator, messages, n, max_tokens=max_tokens, temperature=temperature)
+    timings["generate"] = (time.perf_counter() - t0) * 1000
+    candidates = prepare_candidates(replies, dialect, transpile)
+    if connect is not None:
+        t0 = time.perf_counter()
+        run_candidates(candidates, lambda sql: _execute(connect, run_sql, sql, timeout_s))
+        timings["execute"] = (time.perf_counter() - t0) * 1000
+    result = vote(candidates, dialect=dialect, temperature=temperature)
+    chosen = candidates[result.chosen if result.chosen is not None else 0]
+    answer = Answer(question=question, sql=chosen.sql, allowed=chosen.status not in ("parse_failure", "guard_refused"),
+                    guard_reason=chosen.guard_reason, statement_type=chosen.statement_type, reply=chosen.reply,
+                    timings_ms=timings, dialect=dialect, vote=result.to_dict())
+    if chosen.status == "ok":
+        answer.rows = chosen.rows
+    elif chosen.status == "execution_failure":
+        answer.execution_error = chosen.error
+    return answer
+
+
 def answer_question(question: str, *, index, encoder_model, generator, k: int = 3,
                     min_score: float | None = None, sql_context: str | None = None, db_path: str | None = None,
                     database: Database | None = None, transpile: bool = False, repair: bool = True,
-                    max_tokens: int = 128) -> Answer:
-    """Retrieve the top-``k`` schemas for ``question`` and answer it with :func:`answer_from_schemas`.
+                    max_tokens: int = 128, n_candidates: int = 1,
+                    temperature: float = DEFAULT_SAMPLING_TEMPERATURE, examples: int = 0) -> Answer:
+    """Retrieve the top-``k`` schemas (and ``examples`` training examples) for ``question`` and answer it
+    with :func:`answer_from_schemas`.
 
     Args:
         question: the user's question (validated with :func:`~coderag.retrieval.search.validate_question`).
@@ -188,12 +233,16 @@ def answer_question(question: str, *, index, encoder_model, generator, k: int = 
         transpile: rewrite the generated SQL from SQLite into the database's dialect first.
         repair: ask once for a fix when execution fails.
         max_tokens: generation budget.
+        n_candidates: candidates sampled and voted on (1: one greedy reply).
+        temperature: sampling temperature of the candidates.
+        examples: question -> SQL examples retrieved from the index's example index into the prompt (0: none).
 
     Returns:
         An :class:`Answer` whose ``snippets`` are the retrieved schemas.
 
     Raises:
         QuestionError: the question is invalid.
+        ConfigError: ``examples`` > 0 and the index holds no examples.
         SchemaIndexError: the encoder does not match the index.
 
     Example:
@@ -203,10 +252,12 @@ def answer_question(question: str, *, index, encoder_model, generator, k: int = 
     question = validate_question(question)
     t0 = time.perf_counter()
     hits: list[RetrievedSchema] = retrieve_schemas(index, encoder_model, [question], k=k, min_score=min_score)[0]
+    shots = retrieve_examples(index, encoder_model, [question], examples)[0]
     retrieve_ms = (time.perf_counter() - t0) * 1000
     answer = answer_from_schemas(question, [h.text for h in hits], generator, sql_context=sql_context,
                                  db_path=db_path, database=database, transpile=transpile, repair=repair,
-                                 max_tokens=max_tokens)
+                                 max_tokens=max_tokens, n_candidates=n_candidates, temperature=temperature,
+                                 examples=shots)
     answer.snippets = [h.to_dict() for h in hits]
     answer.timings_ms = {"retrieve": retrieve_ms, **answer.timings_ms}
     return answer

@@ -50,6 +50,15 @@ class Completion:
     completion_tokens: int
     seconds: float
     finish_reason: str  # "stop" (end of turn or closing fence) or "length"
+    mean_logprob: float | None = None  # mean log-probability of the reply's tokens, when asked for
+
+
+@dataclass
+class SampledReply:
+    """One of several replies sampled for the same prompt, with its mean token log-probability if known."""
+
+    text: str
+    mean_logprob: float | None = None
 
 
 def validate_messages(messages: Any) -> list[dict[str, str]]:
@@ -96,28 +105,85 @@ class OpenAIChatGenerator:
         ``timeout`` (seconds) bounds this one call, without the client's own retries: a caller with a
         deadline (the RAG endpoint) spends its budget itself.
         """
+        messages = validate_messages(messages)
+        _check_budget(max_tokens, temperature)
+        response = self._create(timeout, model=self.model_name, messages=messages, max_tokens=max_tokens,
+                                temperature=temperature)
+        return response.choices[0].message.content or ""
+
+    def sample(self, messages: list[dict[str, str]], *, n: int, max_tokens: int = 256, temperature: float = 0.7,
+               timeout: float | None = None) -> list[SampledReply]:
+        """``n`` replies to one prompt in ONE request (``n=``), with mean token log-probabilities.
+
+        The endpoint is asked for ``logprobs`` (vLLM returns them); one that refuses them (HTTP 400) is
+        asked once more without, and the replies then carry no log-probability.
+
+        Args:
+            messages: the chat messages.
+            n: replies wanted (>= 1).
+            max_tokens: new-token budget per reply.
+            temperature: sampling temperature.
+            timeout: seconds for this call (see :meth:`complete`).
+
+        Returns:
+            ``n`` :class:`SampledReply` (fewer only when the endpoint returns fewer choices).
+
+        Example:
+            >>> [r.text for r in gen.sample(messages, n=3, temperature=0.7)]  # doctest: +SKIP
+            ['```sql\nSELECT 1\n```', '```sql\nSELECT 1\n```', '```sql\nSELECT 2\n```']
+        """
         import openai
 
         messages = validate_messages(messages)
         _check_budget(max_tokens, temperature)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise GenerationError(f"n must be a positive integer, got {n!r}.")
+        request = {"model": self.model_name, "messages": messages, "max_tokens": max_tokens,
+                   "temperature": temperature, "n": n}
+        try:
+            response = self._create(timeout, raw_errors=True, logprobs=True, **request)
+        except openai.BadRequestError:
+            response = self._create(timeout, **request)
+        except openai.OpenAIError as exc:
+            raise self._translate(exc) from exc
+        return [SampledReply(choice.message.content or "", _mean_logprob(choice)) for choice in response.choices]
+
+    def _create(self, timeout: float | None, raw_errors: bool = False, **request):
+        """One chat completion request; client errors translated unless ``raw_errors``."""
+        import openai
+
         client = self._client if timeout is None else self._client.with_options(timeout=timeout, max_retries=0)
         try:
-            response = client.chat.completions.create(model=self.model_name, messages=messages,
-                                                            max_tokens=max_tokens, temperature=temperature)
-        except openai.APIConnectionError as exc:  # also covers APITimeoutError
-            raise GeneratorUnavailable(f"the LLM endpoint {self.base_url} cannot be reached ({exc}): check "
-                                       "the URL and that the server is running.") from exc
-        except openai.InternalServerError as exc:
-            raise GeneratorUnavailable(f"the LLM endpoint {self.base_url} failed with HTTP {exc.status_code}: "
-                                       "retry later or check the server's logs.") from exc
-        except openai.APIStatusError as exc:
-            raise GenerationError(f"the LLM endpoint {self.base_url} refused the request with HTTP "
-                                  f"{exc.status_code}: {exc.message}") from exc
+            response = client.chat.completions.create(**request)
         except openai.OpenAIError as exc:
-            raise GenerationError(f"the LLM endpoint {self.base_url} returned an unusable answer ({exc}).") from exc
+            if raw_errors:
+                raise
+            raise self._translate(exc) from exc
         if not getattr(response, "choices", None):
             raise GenerationError(f"the LLM endpoint {self.base_url} returned no choices.")
-        return response.choices[0].message.content or ""
+        return response
+
+    def _translate(self, exc: Exception) -> Exception:
+        """The CodeRAG error for an ``openai`` client error."""
+        import openai
+
+        if isinstance(exc, openai.APIConnectionError):  # also covers APITimeoutError
+            return GeneratorUnavailable(f"the LLM endpoint {self.base_url} cannot be reached ({exc}): check "
+                                        "the URL and that the server is running.")
+        if isinstance(exc, openai.InternalServerError):
+            return GeneratorUnavailable(f"the LLM endpoint {self.base_url} failed with HTTP {exc.status_code}: "
+                                        "retry later or check the server's logs.")
+        if isinstance(exc, openai.APIStatusError):
+            return GenerationError(f"the LLM endpoint {self.base_url} refused the request with HTTP "
+                                   f"{exc.status_code}: {exc.message}")
+        return GenerationError(f"the LLM endpoint {self.base_url} returned an unusable answer ({exc}).")
+
+
+def _mean_logprob(choice) -> float | None:
+    """The mean token log-probability of an OpenAI choice, or None when the server sent none."""
+    content = getattr(getattr(choice, "logprobs", None), "content", None)
+    values = [token.logprob for token in content or [] if getattr(token, "logprob", None) is not None]
+    return sum(values) / len(values) if values else None
 
 
 def smollm2_location() -> tuple[str, str]:
@@ -364,7 +430,8 @@ class LocalTransformersGenerator:
         return self.generate_chat(messages, max_tokens=max_tokens, temperature=temperature).text
 
     def generate_batch(self, conversations: list[list[dict[str, str]]], *, max_tokens: int = 256,
-                       temperature: float = 0.0, batch_size: int = DEFAULT_BATCH_SIZE) -> list[Completion]:
+                       temperature: float = 0.0, batch_size: int = DEFAULT_BATCH_SIZE,
+                       with_logprobs: bool = False) -> list[Completion]:
         """Generate replies to many conversations, ``batch_size`` at a time, in the input order.
 
         Each conversation gets the chat template; prompts that share a long prefix (the same schemas)
@@ -384,6 +451,8 @@ class LocalTransformersGenerator:
             max_tokens: new-token budget per reply (capped by ``max_new_tokens``).
             temperature: 0 for greedy decoding, else the sampling temperature.
             batch_size: conversations decoded together.
+            with_logprobs: also fill each Completion's ``mean_logprob`` (the mean log-probability of its
+                tokens under the decoding distribution).
 
         Returns:
             One :class:`Completion` per conversation, in the order given ([] for no conversations).
@@ -410,7 +479,7 @@ class LocalTransformersGenerator:
         for first in range(0, len(order), batch_size):
             chunk = order[first:first + batch_size]
             for index, completion in zip(chunk, self._generate_rows([prompts[i] for i in chunk], budget,
-                                                                    temperature), strict=True):
+                                                                    temperature, with_logprobs), strict=True):
                 results[index] = completion
         return [completion for completion in results if completion is not None]
 
@@ -435,12 +504,48 @@ class LocalTransformersGenerator:
         return [completion.text for completion in self.generate_batch(
             conversations, max_tokens=max_tokens, temperature=temperature, batch_size=batch_size)]
 
+    def sample(self, messages: list[dict[str, str]], *, n: int, max_tokens: int = 256,
+               temperature: float = 0.7) -> list[SampledReply]:
+        """``n`` sampled replies to one conversation, decoded together (see :meth:`sample_batch`)."""
+        return self.sample_batch([messages], n=n, max_tokens=max_tokens, temperature=temperature)[0]
+
+    def sample_batch(self, conversations: list[list[dict[str, str]]], *, n: int, max_tokens: int = 256,
+                     temperature: float = 0.7, batch_size: int = DEFAULT_BATCH_SIZE) -> list[list[SampledReply]]:
+        """``n`` sampled replies per conversation with their mean log-probabilities, in batches.
+
+        Each conversation is repeated ``n`` times in :meth:`generate_batch` (the copies share their whole
+        prompt, which the prefix cache encodes once), so ``n`` candidates cost one batched decode, not
+        ``n`` calls.
+
+        Args:
+            conversations: chat message lists.
+            n: replies per conversation (>= 1).
+            max_tokens: new-token budget per reply.
+            temperature: sampling temperature (> 0; 0 gives ``n`` identical greedy replies).
+            batch_size: rows decoded together.
+
+        Returns:
+            Per conversation, ``n`` :class:`SampledReply`.
+
+        Example:
+            >>> [r.text for r in gen.sample_batch([messages], n=2)[0]]  # doctest: +SKIP
+            ['```sql\nSELECT 1\n```', '```sql\nSELECT 2\n```']
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise GenerationError(f"n must be a positive integer, got {n!r}.")
+        repeated = [messages for messages in conversations for _ in range(n)]
+        completions = self.generate_batch(repeated, max_tokens=max_tokens, temperature=temperature,
+                                          batch_size=batch_size, with_logprobs=True)
+        replies = [SampledReply(c.text, c.mean_logprob) for c in completions]
+        return [replies[i * n:(i + 1) * n] for i in range(len(conversations))]
+
     def _prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
         """The chat-templated prompt's token ids, exactly as :meth:`generate_chat` feeds them."""
         encoded = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)
         return list(encoded["input_ids"])
 
-    def _generate_rows(self, prompts: list[list[int]], budget: int, temperature: float) -> list[Completion]:
+    def _generate_rows(self, prompts: list[list[int]], budget: int, temperature: float,
+                       with_logprobs: bool = False) -> list[Completion]:
         """One ``generate`` call over ``prompts``; a Completion per row, in their order.
 
         With ``share_prompt_prefix``, the rows' common prefix (system prompt and demonstration) and
@@ -466,9 +571,17 @@ class LocalTransformersGenerator:
         inputs = {"input_ids": input_ids.to(self.device), "attention_mask": attention_mask.to(self.device)}
         width = int(input_ids.shape[1])
         options = self._options(budget, temperature, width)
+        if with_logprobs:
+            options.update(output_scores=True, return_dict_in_generate=True)
         started = time.perf_counter()
         output = self._generate(inputs, options, layout)
         seconds = time.perf_counter() - started
+        token_logprobs = None
+        if with_logprobs:
+            # (rows, new tokens): log-probability of each chosen token under the (tempered) distribution
+            token_logprobs = self.model.compute_transition_scores(output.sequences, output.scores,
+                                                                  normalize_logits=True)
+            output = output.sequences
         fence = options["stopping_criteria"][0] if self.stop_at_closing_fence else None
         eos = self.tokenizer.eos_token_id
         completions = []
@@ -483,8 +596,11 @@ class LocalTransformersGenerator:
                 n_new = len(new_tokens)
                 finish = "length" if n_new >= budget else "stop"
             text = _cut_after_closing_fence(self.tokenizer.decode(new_tokens[:n_new], skip_special_tokens=True))
+            mean_logprob = None
+            if token_logprobs is not None and n_new > 0:
+                mean_logprob = float(token_logprobs[row, :n_new].float().mean())
             completions.append(Completion(text=text, prompt_tokens=len(prompt), completion_tokens=n_new,
-                                          seconds=seconds, finish_reason=finish))
+                                          seconds=seconds, finish_reason=finish, mean_logprob=mean_logprob))
         return completions
 
 

@@ -3,7 +3,9 @@
 The template's sections: ``[system]``; one fixed demonstration (``[example_user]`` /
 ``[example_assistant]``), which is what makes a 135M-parameter model answer with a bare ```sql block
 instead of prose; ``[user]`` (retrieved schemas plus question) and ``[user_no_schema]`` (the
-no-retrieval baseline: the question alone, so nothing from the gold record leaks into it). It is short on
+no-retrieval baseline: the question alone, so nothing from the gold record leaks into it); ``[examples]``
+(retrieved question -> SQL pairs of the training split, DAIL-SQL style) opens the user message when the
+caller passes examples. It is short on
 purpose: the offline LLM pays for every prompt token on two CPU cores.
 """
 
@@ -11,14 +13,16 @@ from __future__ import annotations
 
 import re
 import string
+from collections.abc import Sequence
 from functools import lru_cache
 from importlib import resources
+from typing import Any
 
 from coderag.errors import QuestionError
 
 TEMPLATE_FILE = "templates/text_to_sql.txt"
 _SECTION = re.compile(r"^\[(\w+)\]\s*$", re.MULTILINE)
-_SECTIONS = ("system", "example_user", "example_assistant", "user", "user_no_schema")
+_SECTIONS = ("system", "example_user", "example_assistant", "user", "user_no_schema", "examples")
 
 
 @lru_cache(maxsize=1)
@@ -27,14 +31,14 @@ def load_template() -> dict[str, string.Template]:
 
     Returns:
         ``string.Template`` per section (``system``, ``example_user``, ``example_assistant``, ``user``,
-        ``user_no_schema``).
+        ``user_no_schema``, ``examples``).
 
     Raises:
         RuntimeError: the packaged template lacks a section.
 
     Example:
         >>> sorted(load_template())
-        ['example_assistant', 'example_user', 'system', 'user', 'user_no_schema']
+        ['example_assistant', 'example_user', 'examples', 'system', 'user', 'user_no_schema']
     """
     text = resources.files("coderag").joinpath(TEMPLATE_FILE).read_text(encoding="utf-8")
     parts = _SECTION.split(text)
@@ -45,17 +49,32 @@ def load_template() -> dict[str, string.Template]:
     return sections
 
 
-def build_messages(question: str, schemas: list[str], dialect: str = "SQLite") -> list[dict[str, str]]:
+def _example_pair(example: Any) -> tuple[str, str]:
+    if isinstance(example, (tuple, list)) and len(example) == 2:
+        question, sql = example
+    else:
+        question, sql = getattr(example, "question", None), getattr(example, "sql", None)
+    if not isinstance(question, str) or not isinstance(sql, str):
+        raise TypeError(f"an example needs a question and an SQL string, got {example!r}")
+    return " ".join(question.split()), " ".join(sql.split())
+
+
+def build_messages(question: str, schemas: list[str], dialect: str = "SQLite",
+                   examples: Sequence[Any] = ()) -> list[dict[str, str]]:
     """OpenAI chat messages asking for one SELECT in ``dialect`` in a ```sql block.
 
     ``schemas`` are the retrieved CREATE TABLE snippets, best first; an empty list gives the
-    no-retrieval baseline prompt. Raises :class:`QuestionError` for an empty question.
+    no-retrieval baseline prompt. ``examples`` (retrieved question -> SQL pairs of the training split,
+    most similar first) are listed before the tables, most similar last (nearest the question).
+    Raises :class:`QuestionError` for an empty question.
 
     Args:
         question: the user's question.
         schemas: retrieved schema snippets, best first (may be empty).
         dialect: the database's SQL dialect as the system message names it (``SQLite``, ``PostgreSQL``,
             ``MariaDB``, ``MySQL``).
+        examples: objects with ``question`` and ``sql`` (:class:`~coderag.retrieval.examples.Example`) or
+            ``(question, sql)`` pairs; empty for none.
 
     Returns:
         System, demonstration (user + assistant) and user messages as ``{"role", "content"}`` dicts.
@@ -75,6 +94,10 @@ def build_messages(question: str, schemas: list[str], dialect: str = "SQLite") -
         user = template["user"].safe_substitute(question=question.strip(), schemas="\n\n".join(cleaned))
     else:
         user = template["user_no_schema"].safe_substitute(question=question.strip())
+    pairs = [_example_pair(e) for e in examples]
+    if pairs:
+        listed = "\n\n".join(f"Question: {q}\nSQL: {sql}" for q, sql in reversed(pairs))
+        user = template["examples"].safe_substitute(examples=listed) + "\n\n" + user
     return [
         {"role": "system", "content": template["system"].safe_substitute(dialect=dialect)},
         {"role": "user", "content": template["example_user"].safe_substitute()},

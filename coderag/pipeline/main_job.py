@@ -20,6 +20,7 @@ from coderag.evaluation.benchmark import evaluate_modes, load_gretel_benchmark, 
 from coderag.evaluation.ranking import evaluate_index
 from coderag.generation.answer import answer_question
 from coderag.retrieval.encoder import load_encoder
+from coderag.retrieval.examples import ExampleIndex, training_examples
 from coderag.retrieval.index import SchemaIndex
 
 log = logging.getLogger(__name__)
@@ -92,8 +93,13 @@ def evaluate_retrieval(index: SchemaIndex, encoder_model, records: list[dict], r
 
 def run_main_job(*, corpus_source: str, n_records: int | None, encoder: str | None, out_dir: Path,
                  k: int, n_eval: int, question: str, generator_factory, seed: int = 0,
-                 batch_size: int = 64, max_new_tokens: int = 128) -> MainJobReport:
+                 batch_size: int = 64, max_new_tokens: int = 128, n_candidates: int = 1,
+                 sampling_temperature: float = 0.7, examples: int = 0, eval_fraction: float = 0.2) -> MainJobReport:
     """Build corpus, index and scores end to end; write ``out_dir/index`` and ``out_dir/results.json``.
+
+    With ``examples`` > 0 the corpus is split by domain (``eval_fraction`` held out, as the pipeline
+    splits it): the index also stores the training side's question -> SQL examples, and the EX/EM
+    questions are drawn from the held-out domains only, so no scored question is ever an example.
 
     ``generator_factory()`` is called only once the corpus has been read and the index built, so a bad
     corpus fails fast without loading an LLM.
@@ -110,6 +116,10 @@ def run_main_job(*, corpus_source: str, n_records: int | None, encoder: str | No
         seed: corpus and sampling seed.
         batch_size: encoder batch size.
         max_new_tokens: generation budget per question.
+        n_candidates: SQL candidates sampled and voted on per question (1: one greedy reply).
+        sampling_temperature: the candidates' sampling temperature.
+        examples: training examples retrieved into each prompt (0: none, and no split).
+        eval_fraction: share of domains held out when ``examples`` > 0.
 
     Returns:
         The :class:`MainJobReport` (also written to ``results.json``).
@@ -141,6 +151,11 @@ def run_main_job(*, corpus_source: str, n_records: int | None, encoder: str | No
     index = SchemaIndex.build(encoder_model, schema_corpus.snippets, domains=schema_corpus.snippet_domains,
                               encoder_name=encoder or "builtin:all-MiniLM-L6-v2", batch_size=batch_size,
                               show_progress=True)
+    eval_pool = records
+    if examples:
+        train, eval_pool = training_examples(records, eval_fraction, seed)
+        index.examples = ExampleIndex.build(encoder_model, train, held_out_domains={r["domain"] for r in eval_pool},
+                                            batch_size=batch_size)
     index_dir = out_dir / "index"
     index.save(index_dir)
     timings["index"] = time.perf_counter() - t0
@@ -150,16 +165,18 @@ def run_main_job(*, corpus_source: str, n_records: int | None, encoder: str | No
     timings["retrieval_eval"] = time.perf_counter() - t0
 
     generator = generator_factory()
-    eval_records = sample_eval_records(records, n_eval, seed)
+    eval_records = sample_eval_records(eval_pool, n_eval, seed)
     t0 = time.perf_counter()
     benchmark = load_gretel_benchmark(eval_records, name="builtin", corpus_records=records)
     scored = evaluate_modes(benchmark, ["retrieved", "none"], encoder_model=encoder_model, index=index,
-                            generator=generator, k=k, max_new_tokens=max_new_tokens)
+                            generator=generator, k=k, max_new_tokens=max_new_tokens, n_candidates=n_candidates,
+                            temperature=sampling_temperature, example_index=index.examples, examples=examples)
     with_retrieval, baseline = (sql_summary(scored[m].summary) for m in ("retrieved", "none"))
     timings["generation_eval"] = time.perf_counter() - t0
 
     sample = answer_question(question, index=index, encoder_model=encoder_model, generator=generator, k=k,
-                             max_tokens=max_new_tokens).to_dict()
+                             max_tokens=max_new_tokens, n_candidates=n_candidates, temperature=sampling_temperature,
+                             examples=examples).to_dict()
     report = MainJobReport(
         corpus=corpus_info,
         index={"dir": str(index_dir), "count": index.count, "dim": index.dim},

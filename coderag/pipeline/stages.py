@@ -148,6 +148,9 @@ def synthesize_stage(*, corpus: str, n_records: int, eval_fraction: float, seed:
         max_train_pairs: cap on training pairs.
         n_negatives: hard negatives per pair.
         show_progress: show progress bars.
+        n_candidates: SQL candidates sampled and voted on per question (1: one greedy reply).
+        sampling_temperature: the candidates' sampling temperature.
+        examples: training examples (from the index's example store) retrieved into each prompt (0: none).
 
     Returns:
         Report: corpus report, synthesis report, pair count (and negatives report).
@@ -259,7 +262,8 @@ def finetune_generator_stage(*, corpus_dir: str | os.PathLike, model_dir: str | 
 
 def build_index_stage(*, corpus_dir: str | os.PathLike, model_dir: str | os.PathLike,
                       index_dir: str | os.PathLike, batch_size: int = 64) -> dict[str, Any]:
-    """Embed every unique schema of the corpus (train and held-out) with the model and save the index.
+    """Embed every unique schema of the corpus (train and held-out) with the model and save the index, with
+    the training split's question -> SQL examples beside it.
 
     Args:
         corpus_dir: the corpus dir from :func:`prepare_corpus`.
@@ -287,8 +291,23 @@ def build_index_stage(*, corpus_dir: str | os.PathLike, model_dir: str | os.Path
     encoder_model = load_encoder(str(model_dir))
     index = SchemaIndex.build(encoder_model, schemas.snippets, domains=schemas.snippet_domains,
                               encoder_name=str(model_dir), batch_size=batch_size)
+    index.examples = _training_examples(corpus_dir, model_dir, encoder_model, batch_size)
     index.save(index_dir)
     return {"count": index.count, "dim": index.dim, "duplicates_dropped": schemas.duplicates_dropped}
+
+
+def _training_examples(corpus_dir: str | os.PathLike, model_dir: str | os.PathLike, encoder_model=None,
+                       batch_size: int = 64):
+    """The question -> SQL examples of the corpus's training split (``train.jsonl``; never ``heldout.jsonl``),
+    embedded with the index's encoder, for retrieved examples in the prompt."""
+    from coderag.retrieval.encoder import load_encoder
+    from coderag.retrieval.examples import ExampleIndex
+
+    train, held_out = read_corpus(corpus_dir)
+    if encoder_model is None:
+        encoder_model = load_encoder(str(model_dir))
+    return ExampleIndex.build(encoder_model, train, held_out_domains={str(r["domain"]) for r in held_out},
+                              batch_size=batch_size)
 
 
 def _corpus_schemas(corpus_dir: str | os.PathLike):
@@ -347,7 +366,8 @@ def embed_shard_stage(*, corpus_dir: str | os.PathLike, model_dir: str | os.Path
 def merge_shards_stage(*, corpus_dir: str | os.PathLike, model_dir: str | os.PathLike,
                        shard_dirs: list[str | os.PathLike], index_dir: str | os.PathLike,
                        index_type: str = "flat", seed: int = 0) -> dict[str, Any]:
-    """Merge the embedded shards into one index and save it (same vectors and ids as :func:`build_index_stage`).
+    """Merge the embedded shards into one index and save it (same vectors and ids as :func:`build_index_stage`),
+    with the training split's question -> SQL examples beside it (embedded here with the model).
 
     Args:
         corpus_dir: the corpus dir from :func:`prepare_corpus`.
@@ -369,6 +389,7 @@ def merge_shards_stage(*, corpus_dir: str | os.PathLike, model_dir: str | os.Pat
     schemas = _corpus_schemas(corpus_dir)
     index = merge_shards(shard_dirs, schemas.snippets, schemas.snippet_domains, spec=IndexSpec(index_type),
                          encoder_label=str(model_dir), seed=seed)
+    index.examples = _training_examples(corpus_dir, model_dir)
     index.save(index_dir)
     return {"count": index.count, "dim": index.dim, "duplicates_dropped": schemas.duplicates_dropped,
             "shards": len(shard_dirs), "index_type": index.spec.index_type}
@@ -378,7 +399,8 @@ def evaluate_stage(*, corpus_dir: str | os.PathLike, model_dir: str | os.PathLik
                    k: int = 3, n_eval: int = 200, max_new_tokens: int = 128, llm_base_url: str = "",
                    llm_model: str = "", benchmark_dir: str = "", n_benchmark: int = 200,
                    max_retrieval_queries: int = 0, seed: int = 0, details_path: str | os.PathLike | None = None,
-                   report_dir: str | os.PathLike | None = None, show_progress: bool | None = False) -> dict[str, Any]:
+                   report_dir: str | os.PathLike | None = None, show_progress: bool | None = False,
+                   n_candidates: int = 1, sampling_temperature: float = 0.7, examples: int = 0) -> dict[str, Any]:
     """Score the candidate: retrieval over the whole index, then EX/EM on held-out and benchmark questions.
 
     Held-out synthetic domains: Recall@1/5/10, MRR@10, nDCG@10 of every held-out question's own schema
@@ -451,7 +473,9 @@ def evaluate_stage(*, corpus_dir: str | os.PathLike, model_dir: str | os.PathLik
     for name, (bench, bench_index) in benchmarks.items():
         result = evaluate_modes(bench, ["retrieved"], encoder_model=encoder_model, index=bench_index,
                                 generator=generator, k=k, max_new_tokens=max_new_tokens,
-                                show_progress=show_progress)["retrieved"]
+                                show_progress=show_progress, n_candidates=n_candidates,
+                                temperature=sampling_temperature, example_index=index.examples,
+                                examples=examples)["retrieved"]
         if report_dir is not None:
             from coderag.evaluation.report import write_benchmark_report
 

@@ -6,7 +6,10 @@ An index directory holds three files:
   :mod:`coderag.retrieval.ann`);
 - ``corpus_map.json``: ``{"snippets": [...], "domains": [...]}``, row i describes vector i (JSON, no pickle);
 - ``manifest.json``: encoder, dim, count, metric, index type and its parameters, and a SHA-256 per file,
-  written last.
+  written last;
+- optionally ``examples_faiss_index.bin`` + ``examples.json``: question -> SQL examples of the synthetic
+  training split (:class:`~coderag.retrieval.examples.ExampleIndex`), described by the manifest's
+  ``examples`` entry and checksummed with the rest.
 
 Saving writes everything into a sibling temporary directory and swaps it in, so a crash never leaves a
 half-written index; loading checks the manifest before trusting any file.
@@ -32,6 +35,7 @@ from coderag.retrieval.ann import IndexSpec, apply_search_params, index_type_of,
 from coderag.retrieval.encoder import encode, encoder_dim
 from coderag.retrieval.encoder import encoder_fingerprint as fingerprint_of
 from coderag.retrieval.encoder import encoder_name as name_of
+from coderag.retrieval.examples import EXAMPLE_FILES, ExampleIndex
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -42,7 +46,7 @@ FORMAT_VERSION = 1
 INDEX_FILE = "sql_rag_faiss_index.bin"
 CORPUS_MAP_FILE = "corpus_map.json"
 MANIFEST_FILE = "manifest.json"
-INDEX_FILES = (INDEX_FILE, CORPUS_MAP_FILE, MANIFEST_FILE)
+INDEX_FILES = (INDEX_FILE, CORPUS_MAP_FILE, MANIFEST_FILE, *EXAMPLE_FILES)
 _REBUILD = "rebuild the index with `coderag index build`"
 
 
@@ -104,6 +108,8 @@ class SchemaIndex:
         # Where the snippets came from (a live database: its URL without password and schema fingerprint).
         self.source = source
         self.spec = spec or IndexSpec(index_type_of(faiss_index) if index_type_of(faiss_index) != "other" else "flat")
+        # Question -> SQL examples of the training split, saved and loaded with the index (None: none).
+        self.examples: ExampleIndex | None = None
 
     @property
     def dim(self) -> int:
@@ -331,6 +337,7 @@ class SchemaIndex:
             "files": files or {},
             "created_at": self.created_at,
             **({"source": self.source} if self.source is not None else {}),
+            **({"examples": self.examples.manifest()} if self.examples is not None else {}),
         }
 
     def save(self, directory: str | os.PathLike) -> Path:
@@ -369,7 +376,14 @@ class SchemaIndex:
                 faiss.write_index(self.faiss_index, str(staging / INDEX_FILE))
                 corpus_map = {"snippets": self.snippets, "domains": self.domains}
                 (staging / CORPUS_MAP_FILE).write_text(json.dumps(corpus_map, ensure_ascii=False), encoding="utf-8")
-                files = {name: _sha256(staging / name) for name in (INDEX_FILE, CORPUS_MAP_FILE)}
+                written = [INDEX_FILE, CORPUS_MAP_FILE]
+                if self.examples is not None:
+                    if self.examples.dim != self.dim:
+                        raise SchemaIndexError(f"the example index has dim {self.examples.dim} but the schema index "
+                                               f"{self.dim}: build both with the same encoder")
+                    self.examples.write(staging)
+                    written += list(EXAMPLE_FILES)
+                files = {name: _sha256(staging / name) for name in written}
                 manifest = json.dumps(self.manifest(files), indent=2, sort_keys=True)
                 (staging / MANIFEST_FILE).write_text(manifest + "\n", encoding="utf-8")
         except (OSError, RuntimeError) as exc:
@@ -407,7 +421,10 @@ class SchemaIndex:
         if not root.is_dir():
             raise SchemaIndexError(f"index directory {root} does not exist: build one with `coderag index build --out {root}`")
         manifest = _read_manifest(root)
-        for name in (INDEX_FILE, CORPUS_MAP_FILE):
+        examples_entry = manifest.get("examples")
+        if examples_entry is not None and not isinstance(examples_entry, dict):
+            raise SchemaIndexError(f"{root / MANIFEST_FILE} has a malformed 'examples' entry: {_REBUILD}")
+        for name in (INDEX_FILE, CORPUS_MAP_FILE, *(EXAMPLE_FILES if examples_entry is not None else ())):
             path = root / name
             if not path.is_file():
                 raise SchemaIndexError(f"index file {path} is missing: {_REBUILD}")
@@ -435,6 +452,8 @@ class SchemaIndex:
         apply_search_params(flat, spec)
         index = cls(flat, snippets, domains, manifest["encoder"], manifest.get("encoder_fingerprint"),
                     manifest.get("created_at"), manifest.get("source"), spec=spec)
+        if examples_entry is not None:
+            index.examples = ExampleIndex.read(root, examples_entry)
         log.info("index loaded dir=%s count=%d dim=%d encoder=%s", root, count, dim, index.encoder_name)
         return index
 
