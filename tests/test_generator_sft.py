@@ -135,3 +135,27 @@ def test_sft_lowers_the_loss_and_the_saved_generator_reloads_and_answers(trainin
     assert after < 0.8 * before, (before, after)
     reply = tuned.complete(examples[0].messages, max_tokens=48)
     assert "SELECT" in reply.upper()
+
+
+def test_evaluation_takes_examples_chosen_ahead(training_records):
+    """The benchmark script retrieves examples on one machine and scores on another: the prompts carry them."""
+    from coderag.evaluation.benchmark import evaluate_benchmark, load_gretel_benchmark
+
+    questions = training_records[:2]
+    seen: list[str] = []
+
+    class Gold:
+        def complete(self, messages, *, max_tokens=128, temperature=0.0):
+            seen.append(messages[-1]["content"])
+            record = next(r for r in questions if r["sql_prompt"] in messages[-1]["content"])
+            return f"```sql\n{record['sql']}\n```"
+
+    shots = [[("How many widgets are there?", "SELECT COUNT(*) FROM widgets")], []]
+    result = evaluate_benchmark(load_gretel_benchmark(questions), generator=Gold(), prompt_examples=shots,
+                                prompt_schemas=[[schema_only(r["sql_context"])] for r in questions])
+    assert result.summary["ex"] == 1.0 and result.summary["examples"] == 1
+    assert "SELECT COUNT(*) FROM widgets" in seen[0] and "widgets" not in seen[1]
+    assert result.rows[0].examples == ["How many widgets are there?"] and result.rows[1].examples == []
+    with pytest.raises(ConfigError, match="1 example lists for 2 questions"):
+        evaluate_benchmark(load_gretel_benchmark(questions), generator=Gold(), prompt_examples=shots[:1],
+                           prompt_schemas=[[schema_only(r["sql_context"])] for r in questions])
