@@ -9,6 +9,7 @@ class                  environment prefix      used by
 =====================  ======================  =============================================
 :class:`JobSettings`   ``CODERAG_``            ``coderag run | ask | evaluate | index | retrieve | corpus``
 :class:`TrainingSettings` ``CODERAG_TRAIN_``   ``coderag synth | negatives | finetune``
+:class:`GeneratorTrainingSettings` ``CODERAG_SFT_`` ``coderag finetune-generator``
 :class:`PipelineSettings` ``CODERAG_PIPELINE_`` ``coderag pipeline compile | run | submit``
 :class:`PromotionSettings` ``CODERAG_PROMOTE_`` ``coderag promote`` and the pipeline's deploy step
 =====================  ======================  =============================================
@@ -410,13 +411,43 @@ class TrainingSettings(_Profiled, CodeRAGSettings):
         return tuple(c.strip() for c in self.categories.split(",") if c.strip())
 
 
+class GeneratorTrainingSettings(CodeRAGSettings):
+    """Fine-tuning the SQL generator (``coderag finetune-generator``); env ``CODERAG_SFT_<FIELD>``.
+
+    ``llm_model`` names the generator to start from (default: the offline SmolLM2 GGUF), ``encoder`` the
+    retriever that picks each training prompt's schemas, ``k`` how many. The defaults suit a GPU; on a
+    2-core CPU pass ``--max-steps`` and ``--max-examples`` (one LoRA step of 8 prompts takes minutes there).
+    """
+
+    model_config = CodeRAGSettings.model_config | {"env_prefix": "CODERAG_SFT_"}
+
+    n_records: int = Field(2000, ge=10, description="corpus records")
+    eval_fraction: float = Field(0.2, gt=0, lt=1, description="share of domains held out (never trained on)")
+    prompt_schemas: Literal["retrieved", "gold"] = Field(
+        "retrieved", description="schemas in each training prompt: the retriever's top-k (gold kept in) or the "
+                                 "record's own schema alone")
+    max_examples: int | None = Field(None, ge=1, description="seeded cap on the training examples")
+    epochs: float = Field(1.0, gt=0, description="passes over the examples (unless --max-steps)")
+    max_steps: int | None = Field(None, ge=1, description="optimizer steps (default: from --epochs)")
+    batch_size: int = Field(8, ge=1, description="examples per step")
+    learning_rate: float = Field(2e-4, gt=0, description="AdamW peak learning rate")
+    lora_r: int = Field(16, ge=1, le=256, description="LoRA rank")
+    lora_alpha: int = Field(32, ge=1, description="LoRA scale (alpha)")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout")
+    max_seq_length: int = Field(1024, ge=16, le=8192, description="prompt + answer token cap (longer examples "
+                                                                  "are skipped)")
+    merge: bool = Field(False, description="save the weights with the adapter merged in (else the adapter alone)")
+    device: Literal["cpu", "cuda"] | None = Field(None, description="cpu | cuda (default: cuda when present)")
+    output: Path | None = Field(None, description="directory to write")
+
+
 PIPELINE_PARAMETERS = (
     "corpus", "n_records", "eval_fraction", "synth_backend", "max_train_pairs", "n_negatives",
     "encoder", "profile", "epochs", "batch_size", "max_steps", "learning_rate", "cached", "k", "n_eval",
     "max_new_tokens", "n_candidates", "sampling_temperature", "examples", "llm_base_url", "llm_model",
     "benchmark_dir", "n_benchmark", "min_recall_at_5", "min_execution_accuracy",
     "max_regression", "current_metrics", "shard_size", "index_device", "index_type", "deploy_dir", "promote_repo",
-    "promote_env", "seed",
+    "promote_env", "generator_sft_steps", "seed",
 )
 
 
@@ -470,6 +501,8 @@ class PipelineSettings(_Profiled, CodeRAGSettings):
     promote_repo: str = Field("", description="GitOps repository to promote into: a git remote URL or a checkout "
                                               "(empty: no promotion)")
     promote_env: Literal["dev", "staging", "prod"] = Field("dev", description="overlay a passing release goes to")
+    generator_sft_steps: int = Field(0, ge=0, description="LoRA steps of the opt-in generator fine-tuning step "
+                                                          "(a GPU step; 0: skipped)")
     # --- how to run it ---
     workdir: Path | None = Field(None, description="local run directory (default runs/<timestamp>)")
     question: str = Field(DEFAULT_QUESTION, description="sample question answered after a local run")

@@ -9,12 +9,13 @@ from components.build_index import build_index, embed_shard, plan_shards
 from components.deploy import deploy
 from components.evaluate import evaluate
 from components.finetune import finetune
+from components.finetune_generator import finetune_generator
 from components.gate import gate
 from components.image import IMAGE
 from components.outcome import record_run_status, skip_deploy
 from components.synthesize import synthesize
 
-ALL_COMPONENTS = (synthesize, finetune, plan_shards, embed_shard, build_index, evaluate, gate, deploy, skip_deploy, record_run_status)
+ALL_COMPONENTS = (synthesize, finetune, finetune_generator, plan_shards, embed_shard, build_index, evaluate, gate, deploy, skip_deploy, record_run_status)
 
-__all__ = ["IMAGE", "ALL_COMPONENTS", "synthesize", "finetune", "plan_shards", "embed_shard", "build_index", "evaluate", "gate", "deploy",
+__all__ = ["IMAGE", "ALL_COMPONENTS", "synthesize", "finetune", "finetune_generator", "plan_shards", "embed_shard", "build_index", "evaluate", "gate", "deploy",
            "skip_deploy", "record_run_status"]

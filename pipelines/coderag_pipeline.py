@@ -1,5 +1,10 @@
 """The CodeRAG training pipeline: synthesize -> fine-tune -> build index -> evaluate -> gate -> deploy.
 
+With ``generator_sft_steps`` > 0 a GPU step also fine-tunes the SQL generator (a LoRA adapter over
+``llm_model``, or the offline SmolLM2 when empty) on the train side; the adapter is an output artifact
+that the vLLM generator serves through ``--lora-modules`` (manifests/components/generator-lora). It is
+opt-in so the default run stays short.
+
 The index is built past one machine on Kubeflow's own engine: ``plan-shards`` cuts the unique schemas
 into shards of ``shard_size``, ``dsl.ParallelFor`` embeds each in its own pod (a GPU pod when
 ``index_device`` is "cuda"), and ``build-index`` merges the collected shards into one index of
@@ -26,6 +31,7 @@ from components import (
     embed_shard,
     evaluate,
     finetune,
+    finetune_generator,
     gate,
     plan_shards,
     record_run_status,
@@ -90,7 +96,8 @@ def build_pipeline(image: str = IMAGE, placement: Placement | None = None, profi
     """
     placement = placement or Placement()
     tune_on_gpu = profile == "full"
-    ops = {c.name: _with_image(c, image) for c in (synthesize, finetune, plan_shards, embed_shard, build_index,
+    ops = {c.name: _with_image(c, image) for c in (synthesize, finetune, finetune_generator, plan_shards, embed_shard,
+                                                   build_index,
                                                    evaluate, gate, deploy, skip_deploy, record_run_status)}
 
     @dsl.pipeline(name=PIPELINE_NAME,
@@ -130,6 +137,7 @@ def build_pipeline(image: str = IMAGE, placement: Placement | None = None, profi
         deploy_dir: str = "",
         promote_repo: str = "",
         promote_env: str = "dev",
+        generator_sft_steps: int = 0,
         seed: int = 0,
     ):
         exit_task = ops["record-run-status"]()
@@ -184,6 +192,12 @@ def build_pipeline(image: str = IMAGE, placement: Placement | None = None, profi
             with dsl.Else(name="gate-failed"):
                 skipped = ops["skip-deploy"](decision=verdict.outputs["decision"])
                 _resources(skipped, "100m", "256Mi").set_caching_options(False)
+
+            with dsl.If(generator_sft_steps > 0, name="generator-sft"):
+                sft = ops["finetune-generator"](
+                    corpus_split=synth.outputs["corpus_split"], base_model=llm_model, max_steps=generator_sft_steps,
+                    batch_size=8, learning_rate=2e-4, k=k, seed=seed)
+                _resources(sft, "4", "16Gi", gpu=True, placement=placement)
 
     return coderag_pipeline
 

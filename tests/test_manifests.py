@@ -282,3 +282,31 @@ def test_podmonitor_selects_every_predictor_on_its_serving_port():
         assert isvc["metadata"]["annotations"]["serving.kserve.io/enable-prometheus-scraping"] == "true"
         for container in predictor.get("containers", []):
             assert endpoint["portNumber"] in {p["containerPort"] for p in container["ports"]}
+
+
+@needs_kubectl
+@needs_crds
+def test_generator_lora_component_serves_the_adapter_and_validates(tmp_path):
+    """The opt-in component on the base: vLLM loads the SFT adapter beside its base model, the RAG asks for it."""
+    import os
+
+    root = os.path.relpath(MANIFESTS, tmp_path)
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": [f"{root}/base"], "components": [f"{root}/components/generator-lora"]}))
+    out = subprocess.run(["kubectl", "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(tmp_path)],
+                         capture_output=True, text=True, check=True)
+    objects = [doc for doc in yaml.safe_load_all(out.stdout) if doc]
+    for obj in objects:
+        validate_object(obj)
+    predictor = by_kind(objects, "InferenceService", "coderag-generator")[0]["spec"]["predictor"]
+    mounts = {s["mountPath"]: s["uri"] for s in predictor["storageUris"]}
+    assert "storageUri" not in predictor["model"] and "Mistral-7B-Instruct-v0.2" in mounts["/mnt/models/base"]
+    args = dict(a.split("=", 1) if "=" in a else (a, "") for a in predictor["model"]["args"])
+    assert "--enable-lora" in args and args["--model_dir"] == "/mnt/models/base"
+    name, path = args["--lora-modules"].split("=", 1)
+    assert path in mounts and int(args["--max-lora-rank"]) >= 16  # the SFT default rank fits
+    rag = by_kind(objects, "InferenceService", "coderag-rag")[0]["spec"]["predictor"]["containers"][0]
+    assert {e["name"]: e.get("value") for e in rag["env"]}["CODERAG_RAG_LLM_MODEL"] == name
+    tolerations = predictor["tolerations"]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in tolerations

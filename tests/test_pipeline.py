@@ -19,7 +19,7 @@ from components import IMAGE
 from pipelines.coderag_pipeline import LLM_SECRET_NAME, coderag_pipeline
 from pipelines.run import DEFAULT_PACKAGE, PROFILE_PACKAGES, PipelineSubmitError, compile_pipeline, run_local, submit
 
-EXECUTORS = {"synthesize", "finetune", "plan-shards", "embed-shard", "build-index", "evaluate", "gate", "deploy", "skip-deploy",
+EXECUTORS = {"synthesize", "finetune", "finetune-generator", "plan-shards", "embed-shard", "build-index", "evaluate", "gate", "deploy", "skip-deploy",
              "record-run-status"}
 TINY = {"n_records": 200, "max_train_pairs": 32, "batch_size": 8, "max_steps": 2, "k": 2,
         "n_eval": 2, "max_new_tokens": 24}
@@ -101,6 +101,20 @@ def test_yaml_has_gate_condition_and_exit_handler(compiled):
     assert root["record-run-status"]["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
     parameters = spec["root"]["inputDefinitions"]["parameters"]
     assert set(parameters) == set(PIPELINE_PARAMETERS)
+
+
+def test_generator_sft_is_an_opt_in_gpu_step_on_tolerated_gpu_nodes(compiled):
+    spec, platform = _docs(compiled)
+    handler = spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]
+    branch = next(task for task in handler.values() if task["taskInfo"]["name"] == "generator-sft")
+    assert "pipelinechannel--generator_sft_steps" in branch["triggerPolicy"]["condition"]
+    assert branch["triggerPolicy"]["condition"].endswith("> 0")
+    assert spec["root"]["inputDefinitions"]["parameters"]["generator_sft_steps"]["defaultValue"] == 0
+    resources = spec["deploymentSpec"]["executors"]["exec-finetune-generator"]["container"]["resources"]
+    assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu" and int(resources["accelerator"]["resourceCount"]) == 1
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert {"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"} in \
+        executors["exec-finetune-generator"]["tolerations"]
 
 
 def test_yaml_embeds_shards_in_a_parallel_for_and_merges_the_collected_vectors(compiled):

@@ -1,4 +1,4 @@
-"""``coderag synth``, ``coderag negatives`` and ``coderag finetune``: thin shells over the training core."""
+"""``coderag synth | negatives | finetune | finetune-generator``: thin shells over the training core."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from coderag.config import TrainingSettings, add_settings_flags
+from coderag.config import GeneratorTrainingSettings, TrainingSettings, add_settings_flags
 
 
 def _train_side(s: TrainingSettings) -> tuple[list[dict], list[dict], list[dict]]:
@@ -123,12 +123,38 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_finetune_generator(args: argparse.Namespace) -> int:
+    from coderag.training.generator_sft import finetune_generator
+
+    s = GeneratorTrainingSettings.from_args(args, "finetune-generator")
+    _, train, held_out = _train_side(s)
+    encoder_model = None
+    if s.prompt_schemas == "retrieved":
+        from coderag.retrieval.encoder import load_encoder
+
+        encoder_model = load_encoder(s.encoder)
+    report = finetune_generator(
+        train, s.output, held_out_domains={str(r["domain"]) for r in held_out}, base_model=s.llm_model,
+        encoder_model=encoder_model, prompt_schemas=s.prompt_schemas, k=s.k, max_examples=s.max_examples,
+        epochs=s.epochs, max_steps=s.max_steps, batch_size=s.batch_size, learning_rate=s.learning_rate,
+        lora_r=s.lora_r, lora_alpha=s.lora_alpha, lora_dropout=s.lora_dropout, max_seq_length=s.max_seq_length,
+        merge=s.merge, device=s.device, seed=s.seed,
+    )
+    print(f"trained on {report['examples']} examples from {report['train_domains']} domains "
+          f"({len(report['held_out_domains'])} held out); {report['steps']} steps, loss {report['loss_first']} -> "
+          f"{report['loss_last']}, {report['minutes']} min, {report['samples_per_s']} samples/s on {report['device']}")
+    print(f"generator ({report['output_kind']}): {report['model_dir']}  (use it with --llm-model {report['model_dir']})")
+    if args.report:
+        Path(args.report).write_text(json.dumps(report, indent=2))
+    return 0
+
+
 COMMON = ("corpus", "n_records", "eval_fraction", "seed")
 PAIR_SELECTION = ("tasks", "max_train_pairs")
 
 
 def register(subparsers) -> None:
-    """Add the synth, negatives and finetune subcommands."""
+    """Add the synth, negatives, finetune and finetune-generator subcommands."""
     p = subparsers.add_parser(
         "synth", help="synthesize training pairs in four task categories",
         description="Synthesize (anchor, positive) pairs (text2code, code2text, code2code, hybrid) from the "
@@ -164,3 +190,17 @@ def register(subparsers) -> None:
                                              "spider_dir", "device"), required=("output",))
     p.add_argument("--report", type=Path, help="also write the report JSON here")
     p.set_defaults(func=_cmd_finetune)
+
+    p = subparsers.add_parser(
+        "finetune-generator", help="fine-tune the SQL generator (LoRA) on the synthetic question -> SQL records",
+        description="Supervised fine-tuning of the generator on the train side's records whose SQL executes: "
+        "the prompt is the inference prompt (question + retrieved schemas, the model's chat template), the loss "
+        "covers the answer only. Saves the LoRA adapter (or, with --merge, the merged model); use it with "
+        "`coderag ask|evaluate --llm-model DIR`.",
+    )
+    add_settings_flags(p, GeneratorTrainingSettings, (*COMMON, "output", "llm_model", "encoder", "k", "prompt_schemas",
+                                                      "max_examples", "epochs", "max_steps", "batch_size",
+                                                      "learning_rate", "lora_r", "lora_alpha", "lora_dropout",
+                                                      "max_seq_length", "merge", "device"), required=("output",))
+    p.add_argument("--report", type=Path, help="also write the report JSON here")
+    p.set_defaults(func=_cmd_finetune_generator)

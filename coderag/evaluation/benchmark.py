@@ -416,10 +416,10 @@ def score_prediction(benchmark: Benchmark, index: int, pred: str, *, ex_mode: st
 def _examples_for(benchmark: Benchmark, example_index, encoder_model, k: int) -> list[list]:
     """The ``k`` retrieved examples of each question ([] each for ``k`` = 0); refuses an example index
     that holds a benchmark question (it must come from the training split only)."""
+    if not k:  # before the import: scoring without examples needs no FAISS
+        return [[] for _ in benchmark.questions]
     from coderag.retrieval.examples import retrieve_examples
 
-    if not k:
-        return [[] for _ in benchmark.questions]
     if example_index is None or encoder_model is None:
         raise ConfigError("examples in the prompt need an example index of the training split and the encoder: "
                           "build one with `coderag index build --examples K`, or use --examples 0")
@@ -439,7 +439,8 @@ def evaluate_benchmark(benchmark: Benchmark, *, generator=None, encoder_model=No
                        timeout_s: float = 5.0, show_progress: bool | None = None,
                        retrieval: tuple | None = None,
                        prompt_schemas: Sequence[Sequence[str]] | None = None, n_candidates: int = 1,
-                       temperature: float = 0.7, example_index=None, examples: int = 0) -> BenchmarkResult:
+                       temperature: float = 0.7, example_index=None, examples: int = 0,
+                       prompt_examples: Sequence[Sequence[Any]] | None = None) -> BenchmarkResult:
     """Score the system (or given ``predictions``) on every question of ``benchmark``.
 
     Args:
@@ -463,6 +464,9 @@ def evaluate_benchmark(benchmark: Benchmark, *, generator=None, encoder_model=No
         example_index: an :class:`~coderag.retrieval.examples.ExampleIndex` of the training split (or a
             schema index holding one), searched with ``encoder_model``.
         examples: examples retrieved into each prompt (0: none); none of them may be a benchmark question.
+        prompt_examples: the examples of each question's prompt, chosen by the caller (``(question, sql)``
+            pairs or :class:`~coderag.retrieval.examples.Example`; overrides ``example_index``/``examples``),
+            e.g. retrieved ahead on another machine.
 
     Returns:
         A :class:`BenchmarkResult` with one :class:`QuestionResult` per question, in order, and the summary.
@@ -473,7 +477,7 @@ def evaluate_benchmark(benchmark: Benchmark, *, generator=None, encoder_model=No
         >>> evaluate_benchmark(bench, predictions=gold, schemas="oracle").summary["ex"] # doctest: +SKIP
         1.0
     """
-    from coderag.generation.prompting import build_messages
+    from coderag.generation.prompting import _example_pair, build_messages
     from coderag.sql.text import extract_sql
 
     if schemas not in SCHEMA_MODES:
@@ -507,9 +511,15 @@ def evaluate_benchmark(benchmark: Benchmark, *, generator=None, encoder_model=No
         if len(chosen) != n:
             raise ConfigError(f"{len(chosen)} schema lists for {n} questions")
         label = "SQLite" if benchmark.transpile else benchmark.dialect_label  # transpile: SQLite, then sqlglot
-        shots = _examples_for(benchmark, example_index, encoder_model, examples)
+        if prompt_examples is not None:
+            if len(prompt_examples) != n:
+                raise ConfigError(f"{len(prompt_examples)} example lists for {n} questions")
+            shots = [list(row) for row in prompt_examples]
+            examples = max((len(row) for row in shots), default=0)
+        else:
+            shots = _examples_for(benchmark, example_index, encoder_model, examples)
         for i, row in enumerate(shots):
-            shown[i] = [e.question for e in row]
+            shown[i] = [_example_pair(e)[0] for e in row]
         prompts = [build_messages(q.question, list(s), dialect=label, examples=e)
                    for q, s, e in zip(benchmark.questions, chosen, shots, strict=True)]
         preds = []

@@ -29,6 +29,8 @@ MIN_GROUP_SPAN = 16  # rows sharing this many more tokens (e.g. the same schema)
 MAX_GROUP_REST = 64  # ... unless a row keeps more tokens of its own (every row pads to the longest)
 DEFAULT_BATCH_SIZE = 64  # 100 questions, 2 cores: 164 / 115 / 92 / 129 s at 16 / 32 / 64 / 128 per batch
 _ROLES = {"system", "user", "assistant"}
+# The manifest `coderag finetune-generator` writes last into the directory it saves.
+GENERATOR_MANIFEST = "coderag_generator.json"
 
 
 @runtime_checkable
@@ -216,6 +218,31 @@ def _resolve_local_model(model_path: str | None, gguf_file: str | None) -> tuple
     return model_path, gguf_file, model_path  # a hub name: loaded through the Hugging Face cache
 
 
+def _adapter_base(model_path: str | None) -> tuple[str | None, str] | None:
+    """(base model, display name) when ``model_path`` is a LoRA adapter directory, else None.
+
+    The base comes from the manifest ``coderag finetune-generator`` writes (None there: the offline
+    SmolLM2), else from the adapter's own ``adapter_config.json``.
+    """
+    if model_path is None or not (Path(model_path) / "adapter_config.json").is_file():
+        return None
+    import json
+
+    name = Path(model_path).name
+    manifest = Path(model_path) / GENERATOR_MANIFEST
+    try:
+        if manifest.is_file():
+            return json.loads(manifest.read_text(encoding="utf-8")).get("base_model"), name
+        base = json.loads((Path(model_path) / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise GenerationError(f"the LoRA adapter {model_path} cannot be read ({exc}): retrain it with "
+                              "`coderag finetune-generator`.") from exc
+    if not base.get("base_model_name_or_path"):
+        raise GenerationError(f"the LoRA adapter {model_path} does not name its base model: retrain it with "
+                              "`coderag finetune-generator`.")
+    return base["base_model_name_or_path"], name
+
+
 FENCE = "```"
 
 
@@ -271,7 +298,8 @@ class LocalTransformersGenerator:
             raise ConfigError(f"num_threads must be >= 1, got {num_threads}.")
         if max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens must be >= 1, got {max_new_tokens}.")
-        source, gguf, name = _resolve_local_model(model_path, gguf_file)
+        adapter = _adapter_base(model_path)
+        source, gguf, name = _resolve_local_model(adapter[0] if adapter else model_path, gguf_file)
         try:
             from transformers import AutoModelForCausalLM, AutoTokenizer
         except ImportError as exc:
@@ -279,8 +307,18 @@ class LocalTransformersGenerator:
         kwargs = {"gguf_file": gguf} if gguf else {}
         started = time.perf_counter()
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-            self.model = AutoModelForCausalLM.from_pretrained(source, **kwargs).to(device)
+            if adapter:  # the adapter directory holds the tokenizer it was trained with
+                self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+            else:
+                self.tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+            self.model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+            if adapter:
+                from peft import PeftModel
+
+                # Merged once at load: generation then costs what the base model costs.
+                self.model = PeftModel.from_pretrained(self.model, model_path).merge_and_unload()
+                name = adapter[1]
+            self.model = self.model.to(device)
         except (OSError, ValueError, ImportError, RuntimeError) as exc:
             raise GenerationError(f"the local LLM {model_path or name!r} cannot be loaded ({str(exc)[:200]}): "
                                   "pass a local model directory or .gguf file.") from exc

@@ -228,6 +228,41 @@ def finetune_stage(*, pairs_dir: str | os.PathLike, corpus_dir: str | os.PathLik
         profile=profile, show_progress=show_progress)
 
 
+def finetune_generator_stage(*, corpus_dir: str | os.PathLike, model_dir: str | os.PathLike, max_steps: int,
+                             base_model: str = "", batch_size: int = 8, learning_rate: float = 2e-4, k: int = 3,
+                             merge: bool = False, seed: int = 0, device: str | None = None,
+                             show_progress: bool = False) -> dict[str, Any]:
+    """Fine-tune the SQL generator (LoRA) on the corpus dir's train side; held-out domains stay out.
+
+    Each training prompt is the inference prompt with the base encoder's top-``k`` schemas over the train
+    side (:func:`~coderag.training.generator_sft.finetune_generator`).
+
+    Args:
+        corpus_dir: the corpus dir from :func:`prepare_corpus`.
+        model_dir: where the adapter (or, with ``merge``, the merged model) is saved.
+        max_steps: optimizer steps (at least 1).
+        base_model: the generator to start from (``""``: the offline SmolLM2; in the cluster the model the
+            vLLM generator serves, so the adapter fits it).
+        batch_size, learning_rate, k, seed: training settings.
+        merge: save merged weights instead of the adapter.
+        device: ``cpu`` or ``cuda`` (None: cuda when present).
+        show_progress: show progress bars.
+
+    Returns:
+        The training report.
+
+    Example:
+        >>> finetune_generator_stage(corpus_dir="out/corpus", model_dir="out/generator", max_steps=50)  # doctest: +SKIP
+    """
+    from coderag.training.generator_sft import finetune_generator
+
+    train, held_out = read_corpus(corpus_dir)
+    return finetune_generator(train, model_dir, held_out_domains={str(r["domain"]) for r in held_out},
+                              base_model=base_model or None, k=k, max_steps=max_steps, batch_size=batch_size,
+                              learning_rate=learning_rate, merge=merge, seed=seed, device=device,
+                              show_progress=show_progress)
+
+
 def build_index_stage(*, corpus_dir: str | os.PathLike, model_dir: str | os.PathLike,
                       index_dir: str | os.PathLike, batch_size: int = 64) -> dict[str, Any]:
     """Embed every unique schema of the corpus (train and held-out) with the model and save the index, with
