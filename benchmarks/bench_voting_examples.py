@@ -45,6 +45,8 @@ def main() -> None:
     parser.add_argument("--llm-model", default=None, help="local model path (default: SmolLM2 GGUF)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads while generating")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--configs", nargs="+", default=["greedy", "vote", "examples", "both"],
+                        choices=["greedy", "vote", "examples", "both"], help="configurations to score")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args()
 
@@ -57,13 +59,14 @@ def main() -> None:
     example_index = ExampleIndex.build(encoder_model, train, held_out_domains={r["domain"] for r in held_out})
     examples_s = time.perf_counter() - started
     generator = LocalTransformersGenerator(model_path=args.llm_model, num_threads=args.threads)
-    configs = {
-        "greedy": {"n_candidates": 1, "examples": 0},
-        f"vote n={args.n_candidates}": {"n_candidates": args.n_candidates, "examples": 0},
-        f"examples k={args.examples}": {"n_candidates": 1, "examples": args.examples},
-        f"vote n={args.n_candidates} + examples k={args.examples}": {"n_candidates": args.n_candidates,
-                                                                     "examples": args.examples},
+    every = {
+        "greedy": ("greedy", {"n_candidates": 1, "examples": 0}),
+        "vote": (f"vote n={args.n_candidates}", {"n_candidates": args.n_candidates, "examples": 0}),
+        "examples": (f"examples k={args.examples}", {"n_candidates": 1, "examples": args.examples}),
+        "both": (f"vote n={args.n_candidates} + examples k={args.examples}",
+                 {"n_candidates": args.n_candidates, "examples": args.examples}),
     }
+    configs = dict(every[name] for name in args.configs)
     results = {}
     retrieval = _retrieval(benchmark, encoder_model, args.k, False)  # the same retrieval for every configuration
     for name, config in configs.items():
@@ -79,12 +82,13 @@ def main() -> None:
                                         if config["n_candidates"] > 1 else None)}
         print(f"{name:34s} EX {summary['ex']:.3f}  EM {summary['em']:.3f}  {seconds:7.1f} s  {summary['statuses']}",
               flush=True)
-    base = results["greedy"]["ex"]
+    base = results["greedy"]["ex"] if "greedy" in results else None
     print(f"\nn={len(asked)} held-out questions over {len({r['domain'] for r in held_out})} held-out domains; "
           f"example index: {example_index.count} training questions ({examples_s:.1f} s to embed); "
           f"retrieval recall@{args.k}: {retrieval[2].get(f'recall@{args.k}', 'n/a')}")
     for name, row in results.items():
-        print(f"  {name:34s} EX {row['ex']:.3f}  ({row['ex'] - base:+.3f} vs greedy in this run)")
+        versus = f"  ({row['ex'] - base:+.3f} vs greedy in this run)" if base is not None else ""
+        print(f"  {name:34s} EX {row['ex']:.3f}{versus}")
     if args.out:
         with open(args.out, "w", encoding="utf-8") as fh:
             json.dump({"args": vars(args), "n": len(asked), "results": results, "retrieval": retrieval[2]}, fh,

@@ -40,6 +40,16 @@ def test_core_openai_generator_talks_to_the_local_service(generator_service):
     assert isinstance(reply, str) and reply.strip()
 
 
+def test_several_choices_are_sampled_in_one_request(generator_service):
+    """``n`` > 1 (what voting sends): n choices decoded in one batch; the core's ``sample`` reads them (more
+    than 16 is refused: see test_bad_chat_requests_raise_openai_errors)."""
+    generator = OpenAIChatGenerator(base_url=f"{generator_service.url}/openai/v1", model=MODEL)
+    replies = generator.sample([{"role": "user", "content": "Count the rows of table orders."}], n=3, max_tokens=6,
+                               temperature=0.9)
+    assert len(replies) == 3 and all(isinstance(r.text, str) and r.text.strip() for r in replies)
+    assert all(r.mean_logprob is None for r in replies)  # this server sends no log-probabilities
+
+
 def test_models_route_lists_the_served_model(generator_service):
     models = _client(generator_service).models.list()
     assert [m.id for m in models.data] == [MODEL]
@@ -68,6 +78,11 @@ def test_models_route_lists_the_served_model(generator_service):
             {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": True},
             400,
             "streaming is not supported by this server: send stream=false",
+        ),
+        (
+            {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "n": 17},
+            400,
+            "n must be an integer between 1 and 16, got 17",
         ),
         (
             {"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}]},

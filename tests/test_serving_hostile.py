@@ -129,7 +129,8 @@ RAG_TABLE = [
     ("a string where repair wants a boolean", {"question": "Q-count", "repair": "yes"}, 400,
      {"error": "repair must be true or false, got 'yes'"}),
     ("an unknown field beside a valid question", {"question": "Q-count", "junk": 1}, 400,
-     {"error": "unknown field(s) junk: accepted fields are database, k, question, repair, sql_context"}),
+     {"error": "unknown field(s) junk: accepted fields are database, examples, k, n_candidates, question, repair, "
+               "sql_context"}),
 ]
 
 
