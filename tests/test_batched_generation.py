@@ -21,6 +21,10 @@ from coderag.generation.llm import (
 from coderag.generation.prompting import build_messages
 from coderag.sql.text import extract_sql
 
+# Decoding five prompts one at a time as the reference takes 2-5 minutes of the 2-core CI box, which the
+# default suite can no longer afford; run with -m slow.
+pytestmark = pytest.mark.slow
+
 PATIENTS = "CREATE TABLE patients (patient_id INTEGER, name TEXT, age INTEGER, ward TEXT);"
 ORDERS = "CREATE TABLE orders (order_id INTEGER, customer TEXT, total REAL, city TEXT);"
 # Different schemas and question lengths, so a batch pads and sorts; the first and third share their

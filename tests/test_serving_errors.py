@@ -138,7 +138,7 @@ RAG_CASES = [
         RAG,
         b'{"question": "orders?", "execute": true}',
         400,
-        "unknown field(s) execute: accepted fields are database, k, question, repair, sql_context",
+        "unknown field(s) execute: accepted fields are database, examples, k, n_candidates, question, repair, sql_context",
     ),
 ]
 
