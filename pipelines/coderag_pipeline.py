@@ -162,7 +162,8 @@ def build_pipeline(image: str = IMAGE, placement: Placement | None = None, profi
                                               shard=shard, shard_size=shard_size, device=index_device)
                 _resources(embedded, "4", "8Gi", gpu=True, placement=placement)
             index = ops["build-index"](corpus_split=synth.outputs["corpus_split"], model=tune.outputs["model"],
-                                       shards=dsl.Collected(embedded.outputs["vectors"]), index_type=index_type)
+                                       shards=dsl.Collected(embedded.outputs["vectors"]), index_type=index_type,
+                                       examples=examples)
             _resources(index, "2", "4Gi")
 
             scores = ops["evaluate"](

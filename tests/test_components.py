@@ -51,7 +51,7 @@ def stages(tmp_path_factory):
                                            shard_size=16, device="", vectors=artifact)
     a["shards"] = shard_artifacts
     components.build_index.python_func(corpus_split=a["corpus_split"], model=a["model"], shards=shard_artifacts,
-                                       index_type="flat", index=a["index"])
+                                       index_type="flat", examples=2, index=a["index"])
     components.evaluate.python_func(
         corpus_split=a["corpus_split"], model=a["model"], index=a["index"], k=2, n_eval=2, max_new_tokens=24,
         n_candidates=2, sampling_temperature=0.7, examples=2,
@@ -118,6 +118,21 @@ def test_build_index_indexes_every_unique_schema(stages):
     # The training split's question -> SQL examples are stored beside it, and nothing of the held-out side.
     assert set(index.examples.questions) == {r["sql_prompt"] for r in train}
     assert not set(index.examples.domains) & {r["domain"] for r in held_out}
+    assert a["index"].metadata["examples"] == len(train)
+
+
+def test_build_index_without_examples_stores_none_and_the_same_schemas(stages, tmp_path):
+    """``examples`` 0 (the pipeline's default): the merge step stores the schemas alone, no example files."""
+    from coderag.retrieval.examples import EXAMPLES_FILE
+
+    root, a = stages
+    bare = _artifact(Artifact, tmp_path, "index-without-examples")
+    components.build_index.python_func(corpus_split=a["corpus_split"], model=a["model"], shards=a["shards"],
+                                       index_type="flat", examples=0, index=bare)
+    index, with_examples = SchemaIndex.load(bare.path), SchemaIndex.load(a["index"].path)
+    assert index.examples is None and not (Path(bare.path) / EXAMPLES_FILE).exists()
+    assert "examples" not in json.loads((Path(bare.path) / "manifest.json").read_text())
+    assert index.snippets == with_examples.snippets and bare.metadata["examples"] == 0
 
 
 def test_evaluate_logs_retrieval_and_sql_metrics(stages):

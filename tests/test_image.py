@@ -201,7 +201,7 @@ def component_outputs(container, scratch) -> dict:
     shard = {"corpus_split": corpus_split, "model": model, "shard": 0, "shard_size": 50000, "device": ""}
     embedded = run_in(container, _executor_command(spec, "embed-shard", shard, "/work/embed-shard"), scratch)
     assert embedded.returncode == 0, embedded.stderr[-4000:]
-    arguments = {"corpus_split": corpus_split, "model": model, "index_type": "flat",
+    arguments = {"corpus_split": corpus_split, "model": model, "index_type": "flat", "examples": 0,
                  "shards": [dsl.Artifact(name="vectors", uri="/work/embed-shard/vectors")]}
     index = run_in(container, _executor_command(spec, "build-index", arguments, "/work/build-index"), scratch)
     assert index.returncode == 0, index.stderr[-4000:]

@@ -264,15 +264,17 @@ def finetune_generator_stage(*, corpus_dir: str | os.PathLike, model_dir: str | 
 
 
 def build_index_stage(*, corpus_dir: str | os.PathLike, model_dir: str | os.PathLike,
-                      index_dir: str | os.PathLike, batch_size: int = 64) -> dict[str, Any]:
+                      index_dir: str | os.PathLike, batch_size: int = 64,
+                      with_examples: bool = True) -> dict[str, Any]:
     """Embed every unique schema of the corpus (train and held-out) with the model and save the index, with
-    the training split's question -> SQL examples beside it.
+    the training split's question -> SQL examples beside it when ``with_examples``.
 
     Args:
         corpus_dir: the corpus dir from :func:`prepare_corpus`.
         model_dir: the encoder to embed with.
         index_dir: where the index is saved.
         batch_size: encoder batch size.
+        with_examples: also store the training split's question -> SQL examples (for ``--examples K``).
 
     Returns:
         ``{"count", "dim", "duplicates_dropped"}``.
@@ -294,7 +296,8 @@ def build_index_stage(*, corpus_dir: str | os.PathLike, model_dir: str | os.Path
     encoder_model = load_encoder(str(model_dir))
     index = SchemaIndex.build(encoder_model, schemas.snippets, domains=schemas.snippet_domains,
                               encoder_name=str(model_dir), batch_size=batch_size)
-    index.examples = _training_examples(corpus_dir, model_dir, encoder_model, batch_size)
+    if with_examples:
+        index.examples = _training_examples(corpus_dir, model_dir, encoder_model, batch_size)
     index.save(index_dir)
     return {"count": index.count, "dim": index.dim, "duplicates_dropped": schemas.duplicates_dropped}
 
@@ -368,9 +371,10 @@ def embed_shard_stage(*, corpus_dir: str | os.PathLike, model_dir: str | os.Path
 
 def merge_shards_stage(*, corpus_dir: str | os.PathLike, model_dir: str | os.PathLike,
                        shard_dirs: list[str | os.PathLike], index_dir: str | os.PathLike,
-                       index_type: str = "flat", seed: int = 0) -> dict[str, Any]:
+                       index_type: str = "flat", seed: int = 0, with_examples: bool = True) -> dict[str, Any]:
     """Merge the embedded shards into one index and save it (same vectors and ids as :func:`build_index_stage`),
-    with the training split's question -> SQL examples beside it (embedded here with the model).
+    with the training split's question -> SQL examples beside it (embedded here with the model) when
+    ``with_examples``. Without them the step never loads the encoder: merging needs only the vectors.
 
     Args:
         corpus_dir: the corpus dir from :func:`prepare_corpus`.
@@ -379,9 +383,11 @@ def merge_shards_stage(*, corpus_dir: str | os.PathLike, model_dir: str | os.Pat
         index_dir: where the index is saved.
         index_type: ``flat``, ``ivf`` or ``hnsw`` (default parameters for the corpus size).
         seed: seeds IVF training.
+        with_examples: also embed and store the training split's question -> SQL examples.
 
     Returns:
-        ``{"count", "dim", "duplicates_dropped", "shards", "index_type"}``.
+        ``{"count", "dim", "duplicates_dropped", "shards", "index_type", "examples"}`` (``examples``: how
+        many were stored, 0 without them).
 
     Example:
         >>> merge_shards_stage(corpus_dir="c", model_dir="m", shard_dirs=["s0", "s1"], index_dir="i")  # doctest: +SKIP
@@ -392,10 +398,12 @@ def merge_shards_stage(*, corpus_dir: str | os.PathLike, model_dir: str | os.Pat
     schemas = _corpus_schemas(corpus_dir)
     index = merge_shards(shard_dirs, schemas.snippets, schemas.snippet_domains, spec=IndexSpec(index_type),
                          encoder_label=str(model_dir), seed=seed)
-    index.examples = _training_examples(corpus_dir, model_dir)
+    if with_examples:
+        index.examples = _training_examples(corpus_dir, model_dir)
     index.save(index_dir)
     return {"count": index.count, "dim": index.dim, "duplicates_dropped": schemas.duplicates_dropped,
-            "shards": len(shard_dirs), "index_type": index.spec.index_type}
+            "shards": len(shard_dirs), "index_type": index.spec.index_type,
+            "examples": index.examples.count if index.examples is not None else 0}
 
 
 def evaluate_stage(*, corpus_dir: str | os.PathLike, model_dir: str | os.PathLike, index_dir: str | os.PathLike,
