@@ -201,26 +201,6 @@ def one_thread_per_step(monkeypatch):
 
 
 @pytest.mark.usefixtures("one_thread_per_step")
-def test_local_run_with_impossible_threshold_skips_deploy(tmp_path):
-    """The whole graph on a tiny config through kfp.local; the gate fails, so nothing is deployed."""
-    result = run_local({**TINY, "min_recall_at_5": 1.01}, tmp_path / "run")
-    assert result.status == "skipped"
-    assert result.reasons and "recall@5" in result.reasons[0] and "floor 1.0100" in result.reasons[0]
-    assert result.run_status["status"] == "SUCCEEDED"
-    assert result.metrics["n_eval"] == 2
-    run_dir = next((tmp_path / "run" / "artifacts").iterdir())
-    expected = held_out_retrieval(run_dir / "synthesize" / "corpus_split", run_dir / "finetune" / "model",
-                                  run_dir / "build-index" / "index")
-    assert result.metrics["recall@5"] == pytest.approx(expected["recall@5"], abs=1e-3)
-    assert not (tmp_path / "deployed").exists()
-    outcome = json.loads((tmp_path / "run" / "outcome.json").read_text())
-    assert outcome["status"] == "skipped" and outcome["reasons"] == result.reasons
-    run_dir = next((tmp_path / "run" / "artifacts").iterdir())
-    assert (run_dir / "build-index" / "index" / "manifest.json").is_file()
-    assert not (run_dir / "deploy").exists()
-
-
-@pytest.mark.usefixtures("one_thread_per_step")
 def test_local_run_with_failing_step_stops_before_deploy(tmp_path):
     missing = tmp_path / "no-such-corpus.jsonl"
     result = run_local({**TINY, "corpus": str(missing), "min_recall_at_5": 0.0}, tmp_path / "run")
@@ -234,7 +214,8 @@ def test_local_run_with_failing_step_stops_before_deploy(tmp_path):
 
 @pytest.mark.usefixtures("one_thread_per_step")
 def test_local_run_deploys_then_gates_the_next_run_against_the_release(tmp_path):
-    """Gate passes -> the release is deployed; the next run is compared with it question by question."""
+    """Gate passes -> the release is deployed; the next run is compared with it question by question, and
+    one that fails the gate (an impossible floor) is skipped: the deployed release stays as it was."""
     first = run_local({**TINY, "min_recall_at_5": 0.0, "min_execution_accuracy": 0.0}, tmp_path / "first")
     assert (first.status, first.reasons, first.run_status["status"]) == ("deployed", [], "SUCCEEDED")
     current = json.loads((tmp_path / "deployed" / "current.json").read_text())
@@ -249,9 +230,22 @@ def test_local_run_deploys_then_gates_the_next_run_against_the_release(tmp_path)
     outcome = json.loads((tmp_path / "first" / "outcome.json").read_text())
     assert outcome["status"] == "deployed"
 
-    second = run_local({**TINY, "min_recall_at_5": 0.0, "min_execution_accuracy": 0.0}, tmp_path / "second")
-    checks = json.loads((tmp_path / "second" / "outcome.json").read_text())["gate"]["checks"]
+    # The next run, same seed and config, on an impossible floor: the gate compares it with the deployed
+    # release question by question, refuses it on the floor, and nothing is deployed over the release.
+    deployed_before = (tmp_path / "deployed" / "current.json").read_bytes()
+    second = run_local({**TINY, "min_recall_at_5": 1.01, "min_execution_accuracy": 0.0}, tmp_path / "second")
+    assert second.status == "skipped" and second.run_status["status"] == "SUCCEEDED"
+    assert second.reasons and "recall@5" in second.reasons[0] and "floor 1.0100" in second.reasons[0]
+    assert second.metrics["n_eval"] == 2
+    outcome = json.loads((tmp_path / "second" / "outcome.json").read_text())
+    assert outcome["status"] == "skipped" and outcome["reasons"] == second.reasons
     # Same seed and config: the same questions, so each metric is paired with the deployed release's.
-    paired = [c for c in checks if "deployed" in c]
-    assert paired, checks
-    assert second.status == "deployed"
+    paired = [c for c in outcome["gate"]["checks"] if "deployed" in c]
+    assert paired, outcome["gate"]["checks"]
+    run_dir = next((tmp_path / "second" / "artifacts").iterdir())
+    expected = held_out_retrieval(run_dir / "synthesize" / "corpus_split", run_dir / "finetune" / "model",
+                                  run_dir / "build-index" / "index")
+    assert second.metrics["recall@5"] == pytest.approx(expected["recall@5"], abs=1e-3)
+    assert (run_dir / "build-index" / "index" / "manifest.json").is_file()
+    assert not (run_dir / "deploy").exists()
+    assert (tmp_path / "deployed" / "current.json").read_bytes() == deployed_before
