@@ -153,13 +153,16 @@ def gold_prompt_schemas(records: Sequence[dict]) -> list[list[str]]:
 
 
 def build_sft_examples(records: Sequence[dict], prompt_schemas: Sequence[Sequence[str]],
-                       dialect: str = "SQLite") -> list[SftExample]:
-    """One :class:`SftExample` per record: ``build_messages(question, schemas)`` -> the record's SQL.
+                       dialect: str = "SQLite", prompt_examples: Sequence[Sequence[Any]] | None = None
+                       ) -> list[SftExample]:
+    """One :class:`SftExample` per record: ``build_messages(question, schemas, examples=...)`` -> the record's SQL.
 
     Args:
         records: gretel-format records (``sql_prompt``, ``sql``, ``domain``, ``id``).
         prompt_schemas: the schema snippets of each record's prompt (same order).
         dialect: the dialect the system message names.
+        prompt_examples: the retrieved question -> SQL examples of each record's prompt (same order; None:
+            none in any prompt).
 
     Returns:
         The examples, in record order.
@@ -174,10 +177,47 @@ def build_sft_examples(records: Sequence[dict], prompt_schemas: Sequence[Sequenc
 
     if len(prompt_schemas) != len(records):
         raise ConfigError(f"{len(prompt_schemas)} schema lists for {len(records)} records")
-    return [SftExample(messages=build_messages(str(r["sql_prompt"]), list(schemas), dialect=dialect),
+    shots = [[] for _ in records] if prompt_examples is None else [list(row) for row in prompt_examples]
+    if len(shots) != len(records):
+        raise ConfigError(f"{len(shots)} example lists for {len(records)} records")
+    return [SftExample(messages=build_messages(str(r["sql_prompt"]), list(schemas), dialect=dialect, examples=shown),
                        answer=sql_answer(str(r["sql"])), domain=str(r.get("domain", "")),
                        record_id=str(r.get("id", i)))
-            for i, (r, schemas) in enumerate(zip(records, prompt_schemas, strict=True))]
+            for i, (r, schemas, shown) in enumerate(zip(records, prompt_schemas, shots, strict=True))]
+
+
+def other_domain_prompt_examples(records: Sequence[dict], encoder_model, k: int, *, seed: int = 0,
+                                 share: float = 0.5) -> list[list[Any]]:
+    """Per record, ``k`` retrieved training examples from *other* domains, for a seeded ``share`` of the records.
+
+    At inference the examples of a held-out question always come from other (training) domains; training
+    prompts are built the same way, so the model learns to take the pattern of an example and the names of
+    the schema. The other records get none, so the tuned model also answers prompts without examples.
+
+    Args:
+        records: the training records (the example pool, and the questions).
+        encoder_model: the retrieval encoder.
+        k: examples per prompt that gets them.
+        seed: which records get examples.
+        share: the fraction of records that get them.
+
+    Returns:
+        One list of :class:`~coderag.retrieval.examples.Example` per record (empty for the others).
+    """
+    from coderag.retrieval.encoder import encode
+    from coderag.retrieval.examples import ExampleIndex
+
+    pool = ExampleIndex.build(encoder_model, records)
+    rng = random.Random(seed)
+    chosen = sorted(rng.sample(range(len(records)), round(share * len(records))))
+    out: list[list[Any]] = [[] for _ in records]
+    if not chosen:
+        return out
+    vectors = encode(encoder_model, [str(records[i]["sql_prompt"]) for i in chosen])  # (chosen, dim)
+    found = pool.search_other_domains(vectors, [str(records[i].get("domain", "")) for i in chosen], k)
+    for i, row in zip(chosen, found, strict=True):
+        out[i] = row
+    return out
 
 
 def encode_example(tokenizer, example: SftExample, max_seq_length: int) -> dict[str, list[int]] | None:
@@ -308,7 +348,8 @@ def _validate(*, batch_size, learning_rate, lora_r, lora_alpha, max_seq_length, 
 
 def prepare_sft_examples(train_records: Sequence[dict], *, held_out_domains: Iterable[str] = (),
                          encoder_model=None, prompt_schemas: str = "retrieved", k: int = 3,
-                         max_examples: int | None = None, seed: int = 0) -> tuple[list[SftExample], Counter]:
+                         max_examples: int | None = None, seed: int = 0, examples: int = 0
+                         ) -> tuple[list[SftExample], Counter]:
     """The training conversations: train-side records whose SQL executes, with their inference prompts.
 
     Args:
@@ -319,6 +360,9 @@ def prepare_sft_examples(train_records: Sequence[dict], *, held_out_domains: Ite
         k: schemas per prompt.
         max_examples: seeded cap on the examples (None: all).
         seed: sampling seed.
+        examples: retrieved question -> SQL examples of other training domains in half of the prompts
+            (seeded; :func:`other_domain_prompt_examples`), so the tuned model uses ``--examples`` at
+            inference; 0: none.
 
     Returns:
         ``(examples, Counter of dropped records by reason)``.
@@ -335,6 +379,9 @@ def prepare_sft_examples(train_records: Sequence[dict], *, held_out_domains: Ite
         raise ConfigError(f"prompt_schemas {prompt_schemas!r} is unknown: use one of {', '.join(PROMPT_SCHEMA_MODES)}.")
     if k < 1:
         raise ConfigError(f"k must be >= 1, got {k}.")
+    from coderag.retrieval.examples import check_examples
+
+    check_examples(examples)
     held_out = {str(d) for d in held_out_domains}
     records = [r for r in train_records if str(r.get("domain", "")) not in held_out]
     drops: Counter = Counter({"held_out_domain": len(train_records) - len(records)})
@@ -345,25 +392,27 @@ def prepare_sft_examples(train_records: Sequence[dict], *, held_out_domains: Ite
     if not records:
         raise CorpusError("no training record is left after dropping held-out domains and SQL that does not "
                           f"execute ({dict(+drops)}): use a larger corpus.")
-    if prompt_schemas == "retrieved":
-        if encoder_model is None:
-            from coderag.retrieval.encoder import load_encoder
+    if encoder_model is None and (prompt_schemas == "retrieved" or examples):
+        from coderag.retrieval.encoder import load_encoder
 
-            encoder_model = load_encoder(None)
+        encoder_model = load_encoder(None)
+    if prompt_schemas == "retrieved":
         schemas = retrieved_prompt_schemas(records, encoder_model, k)
     else:
         schemas = gold_prompt_schemas(records)
-    return build_sft_examples(records, schemas), +drops
+    shots = other_domain_prompt_examples(records, encoder_model, examples, seed=seed) if examples else None
+    return build_sft_examples(records, schemas, prompt_examples=shots), +drops
 
 
 def finetune_generator(train_records: Sequence[dict], output_dir: str | os.PathLike, *,
                        held_out_domains: Iterable[str] = (), encoder_model=None, prompt_schemas: str = "retrieved",
-                       k: int = 3, max_examples: int | None = None, seed: int = 0, **training: Any) -> dict[str, Any]:
+                       k: int = 3, max_examples: int | None = None, seed: int = 0, examples: int = 0,
+                       **training: Any) -> dict[str, Any]:
     """:func:`prepare_sft_examples` then :func:`train_generator`: the whole ``coderag finetune-generator``.
 
     Args:
-        train_records, held_out_domains, encoder_model, prompt_schemas, k, max_examples, seed: as for
-            :func:`prepare_sft_examples`.
+        train_records, held_out_domains, encoder_model, prompt_schemas, k, max_examples, seed, examples: as
+            for :func:`prepare_sft_examples`.
         output_dir: the directory to write (replaced atomically).
         **training: keyword arguments of :func:`train_generator` (``base_model``, ``max_steps``, ``merge`` ...).
 
@@ -382,13 +431,13 @@ def finetune_generator(train_records: Sequence[dict], output_dir: str | os.PathL
         "batch_size", "learning_rate", "lora_r", "lora_alpha", "max_seq_length", "epochs", "max_steps")})
     _device(training.get("device"))  # a missing GPU fails before the data work
     started = time.perf_counter()
-    examples, drops = prepare_sft_examples(train_records, held_out_domains=held_out_domains,
-                                           encoder_model=encoder_model, prompt_schemas=prompt_schemas, k=k,
-                                           max_examples=max_examples, seed=seed)
+    conversations, drops = prepare_sft_examples(train_records, held_out_domains=held_out_domains,
+                                                encoder_model=encoder_model, prompt_schemas=prompt_schemas, k=k,
+                                                max_examples=max_examples, seed=seed, examples=examples)
     extra = {"records_seen": len(train_records), "held_out_domains": sorted({str(d) for d in held_out_domains}),
-             "prompt_schemas": prompt_schemas, "k": k, "dropped_records": dict(drops),
+             "prompt_schemas": prompt_schemas, "k": k, "examples": examples, "dropped_records": dict(drops),
              "prepare_seconds": round(time.perf_counter() - started, 2)}
-    return train_generator(examples, output_dir, seed=seed, extra_report=extra, **training)
+    return train_generator(conversations, output_dir, seed=seed, extra_report=extra, **training)
 
 
 def train_generator(examples: Sequence[SftExample], output_dir: str | os.PathLike, *, base_model: str | None = None,
