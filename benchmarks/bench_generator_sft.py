@@ -201,9 +201,16 @@ def run(args: argparse.Namespace) -> None:
                         model_path=model_path, device=device, max_new_tokens=args.max_new_tokens)
                 generator = _Batched(generators[model_name], args.vote_batch if n_candidates > 1 else args.decode_batch)
                 started = time.perf_counter()
-                result = evaluate_benchmark(bench, generator=generator,
-                                            prompt_schemas=prepared["prompt_schemas"], k=data["meta"]["k"],
-                                            max_new_tokens=args.max_new_tokens, show_progress=False, **kwargs)
+                try:
+                    result = evaluate_benchmark(bench, generator=generator,
+                                                prompt_schemas=prepared["prompt_schemas"], k=data["meta"]["k"],
+                                                max_new_tokens=args.max_new_tokens, show_progress=False, **kwargs)
+                except Exception as exc:  # noqa: BLE001 - one failed evaluation (e.g. out of GPU memory) keeps the rest
+                    results.setdefault("errors", {})[key] = f"{type(exc).__name__}: {str(exc)[:300]}"
+                    save()
+                    print(f"{key:<40} failed: {results['errors'][key]}", flush=True)
+                    torch.cuda.empty_cache() if torch.cuda.is_available() else None
+                    continue
                 summary = result.summary
                 results["ex"][key] = {"ex": round(summary["ex"], 4), "n": summary["n"], "em": round(summary["em"], 4),
                                       "statuses": summary["statuses"],
