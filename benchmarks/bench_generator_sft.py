@@ -33,8 +33,8 @@ def prepare(args: argparse.Namespace) -> None:
     from coderag.corpus import dedupe_schemas, load_corpus
     from coderag.evaluation.benchmark import _retrieval, load_gretel_benchmark, load_spider_benchmark
     from coderag.retrieval.encoder import load_encoder
-    from coderag.training.generator_sft import prepare_sft_examples
     from coderag.training.heldout import split_by_domain
+    from coderag.training.sft_data import prepare_sft_examples
 
     started = time.perf_counter()
     records = load_corpus("builtin", limit=args.n_records, seed=args.seed)
@@ -124,7 +124,8 @@ def run(args: argparse.Namespace) -> None:
     started_run = time.perf_counter()
     from coderag.evaluation.benchmark import evaluate_benchmark, load_gretel_benchmark, load_spider_benchmark
     from coderag.generation.llm import LocalTransformersGenerator
-    from coderag.training.generator_sft import SftExample, train_generator
+    from coderag.training.generator_sft import train_generator
+    from coderag.training.sft_data import SftExample
 
     data = json.loads((Path(args.data) / "data.json").read_text())
     out = Path(args.out)

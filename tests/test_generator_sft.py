@@ -19,14 +19,16 @@ from coderag.training.generator_sft import (
     IGNORE_INDEX,
     MANIFEST_FILE,
     REPORT_FILE,
-    build_sft_examples,
     encode_example,
-    executing_records,
     finetune_generator,
     mean_answer_loss,
+    train_generator,
+)
+from coderag.training.sft_data import (
+    build_sft_examples,
+    executing_records,
     prepare_sft_examples,
     retrieved_prompt_schemas,
-    train_generator,
 )
 
 
