@@ -159,7 +159,7 @@ def answer_from_schemas(question: str, schemas: list[str], generator, *, sql_con
     else:
         t0 = time.perf_counter()
         reply = generator.complete(messages, max_tokens=max_tokens, temperature=0.0)
-        # with a vote before it, "generate" already timed the sampled candidates
+        # with a vote before it, "generate" and "execute" already timed the sampled candidates
         timings["generate_greedy" if voted is not None else "generate"] = (time.perf_counter() - t0) * 1000
         sql, verdict = prepare_sql(reply, dialect, transpile)
         answer = Answer(question=question, sql=sql, allowed=verdict.allowed, guard_reason=verdict.reason,
@@ -172,7 +172,7 @@ def answer_from_schemas(question: str, schemas: list[str], generator, *, sql_con
             answer.rows = _execute(connect, run_sql, sql, timeout_s)
         except Exception as exc:  # noqa: BLE001 - any database failure is reported and may be repaired
             answer.execution_error = str(exc)
-        timings["execute"] = (time.perf_counter() - t0) * 1000
+        timings["execute_greedy" if voted is not None else "execute"] = (time.perf_counter() - t0) * 1000
     if answer.execution_error and repair:
         sql = answer.sql
         t0 = time.perf_counter()
