@@ -33,8 +33,8 @@ def prepare(args: argparse.Namespace) -> None:
     from coderag.corpus import dedupe_schemas, load_corpus
     from coderag.evaluation.benchmark import _retrieval, load_gretel_benchmark, load_spider_benchmark
     from coderag.retrieval.encoder import load_encoder
-    from coderag.training.generator_sft import prepare_sft_examples
     from coderag.training.heldout import split_by_domain
+    from coderag.training.sft_data import prepare_sft_examples
 
     started = time.perf_counter()
     records = load_corpus("builtin", limit=args.n_records, seed=args.seed)
@@ -43,7 +43,8 @@ def prepare(args: argparse.Namespace) -> None:
     encoder = load_encoder(None)
     # The SFT prompts retrieve over the train side's schemas only: held-out schemas are never seen in training.
     examples, dropped = prepare_sft_examples(train, held_out_domains=held_domains, encoder_model=encoder,
-                                             prompt_schemas="retrieved", k=args.k, seed=args.seed)
+                                             prompt_schemas="retrieved", k=args.k, seed=args.seed,
+                                             examples=args.sft_examples)
     shots_index = None
     if args.examples:
         from coderag.retrieval.examples import ExampleIndex
@@ -51,6 +52,7 @@ def prepare(args: argparse.Namespace) -> None:
         shots_index = ExampleIndex.build(encoder, train, held_out_domains=held_domains)
     data = {"meta": {"n_records": len(records), "train_records": len(train), "heldout_records": len(held_out),
                      "held_out_domains": held_domains, "k": args.k, "examples": args.examples, "seed": args.seed,
+                     "sft_examples_per_prompt": args.sft_examples,
                      "sft_examples": len(examples), "dropped": dict(dropped)},
             "sft_examples": [asdict(e) for e in examples]}
 
@@ -105,12 +107,13 @@ class _Batched:
 
 
 def _variants(n_candidates: int, examples: int) -> list[tuple[str, int, int]]:
+    """(name, candidates, examples) of each variant, cheapest first: greedy ones decode one row a question."""
     out = [("plain", 1, 0)]
-    if n_candidates > 1:
-        out.append((f"vote{n_candidates}", n_candidates, 0))
     if examples:
         out.append((f"examples{examples}", 1, examples))
-        if n_candidates > 1:
+    if n_candidates > 1:
+        out.append((f"vote{n_candidates}", n_candidates, 0))
+        if examples:
             out.append((f"vote{n_candidates}+examples{examples}", n_candidates, examples))
     return out
 
@@ -118,9 +121,11 @@ def _variants(n_candidates: int, examples: int) -> list[tuple[str, int, int]]:
 def run(args: argparse.Namespace) -> None:
     import torch
 
+    started_run = time.perf_counter()
     from coderag.evaluation.benchmark import evaluate_benchmark, load_gretel_benchmark, load_spider_benchmark
     from coderag.generation.llm import LocalTransformersGenerator
-    from coderag.training.generator_sft import SftExample, train_generator
+    from coderag.training.generator_sft import train_generator
+    from coderag.training.sft_data import SftExample
 
     data = json.loads((Path(args.data) / "data.json").read_text())
     out = Path(args.out)
@@ -171,11 +176,18 @@ def run(args: argparse.Namespace) -> None:
     generators: dict = {}
     # Most telling first: plain EX of tuned and base on both benchmarks, then voting and examples.
     for variant, n_candidates, shots in _variants(args.n_candidates, args.examples):
+        if args.variants and variant not in args.variants:
+            continue
         for bench_name, (bench, prepared) in benches.items():
             for model_name, model_path in models.items():
                 key = f"{model_name}/{bench_name}/{variant}"
                 if key in results["ex"]:
                     continue
+                if args.time_budget and time.perf_counter() - started_run > args.time_budget:
+                    print(f"time budget of {args.time_budget} s spent: {key} and the rest left for --resume",
+                          flush=True)
+                    print(table(results))
+                    return
                 kwargs = {}
                 if n_candidates > 1:
                     if "n_candidates" not in accepts:
@@ -186,15 +198,25 @@ def run(args: argparse.Namespace) -> None:
                         continue
                     kwargs["prompt_examples"] = [[tuple(e) for e in row[:shots]] for row in prepared["prompt_examples"]]
                 if model_name not in generators:
-                    generators[model_name] = _Batched(LocalTransformersGenerator(
-                        model_path=model_path, device=device, max_new_tokens=args.max_new_tokens), args.decode_batch)
+                    generators[model_name] = LocalTransformersGenerator(
+                        model_path=model_path, device=device, max_new_tokens=args.max_new_tokens)
+                generator = _Batched(generators[model_name], args.vote_batch if n_candidates > 1 else args.decode_batch)
                 started = time.perf_counter()
-                result = evaluate_benchmark(bench, generator=generators[model_name],
-                                            prompt_schemas=prepared["prompt_schemas"], k=data["meta"]["k"],
-                                            max_new_tokens=args.max_new_tokens, show_progress=False, **kwargs)
+                try:
+                    result = evaluate_benchmark(bench, generator=generator,
+                                                prompt_schemas=prepared["prompt_schemas"], k=data["meta"]["k"],
+                                                max_new_tokens=args.max_new_tokens, show_progress=False, **kwargs)
+                except Exception as exc:  # noqa: BLE001 - one failed evaluation (e.g. out of GPU memory) keeps the rest
+                    results.setdefault("errors", {})[key] = f"{type(exc).__name__}: {str(exc)[:300]}"
+                    save()
+                    print(f"{key:<40} failed: {results['errors'][key]}", flush=True)
+                    torch.cuda.empty_cache() if torch.cuda.is_available() else None
+                    continue
                 summary = result.summary
                 results["ex"][key] = {"ex": round(summary["ex"], 4), "n": summary["n"], "em": round(summary["em"], 4),
                                       "statuses": summary["statuses"],
+                                      "greedy_fallbacks": sum(bool(r.vote and r.vote.get("fallback"))
+                                                              for r in result.rows),
                                       "seconds": round(time.perf_counter() - started, 1)}
                 if args.save_rows:
                     results.setdefault("samples", {})[key] = [
@@ -231,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--k", type=int, default=3)
     p.add_argument("--examples", type=int, default=3, help="retrieved examples per prompt (0: none)")
+    p.add_argument("--sft-examples", type=int, default=0,
+                   help="retrieved examples (other domains) in half of the training prompts (0: none)")
     p.add_argument("--n-heldout", type=int, default=200)
     p.add_argument("--spider-dir")
     p.add_argument("--n-spider", type=int, default=200)
@@ -251,7 +275,10 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--lora-alpha", type=int, default=32)
     r.add_argument("--max-seq-length", type=int, default=1536)
     r.add_argument("--max-new-tokens", type=int, default=128)
-    r.add_argument("--decode-batch", type=int, default=64)
+    r.add_argument("--decode-batch", type=int, default=64, help="rows decoded together (greedy variants)")
+    r.add_argument("--vote-batch", type=int, default=64, help="rows decoded together (voting variants)")
+    r.add_argument("--variants", nargs="+", help="score only these variants (plain, examples3, vote5, ...)")
+    r.add_argument("--time-budget", type=float, help="start no evaluation after this many seconds (then --resume)")
     r.add_argument("--n-candidates", type=int, default=5)
     r.add_argument("--temperature", type=float, default=0.7)
     r.add_argument("--examples", type=int, default=3)

@@ -1,9 +1,10 @@
 """The CodeRAG training pipeline: synthesize -> fine-tune -> build index -> evaluate -> gate -> deploy.
 
 With ``generator_sft_steps`` > 0 a GPU step also fine-tunes the SQL generator (a LoRA adapter over
-``llm_model``, or the offline SmolLM2 when empty) on the train side; the adapter is an output artifact
-that the vLLM generator serves through ``--lora-modules`` (manifests/components/generator-lora). It is
-opt-in so the default run stays short.
+``llm_model``, or the offline SmolLM2 when empty) on the train side, and the evaluate step (then on a GPU
+node) scores that adapter instead of the configured generator, so the gate judges the generator that was
+trained; the adapter is an output artifact that the vLLM generator serves through ``--lora-modules``
+(manifests/components/generator-lora). It is opt-in so the default run stays short.
 
 The index is built past one machine on Kubeflow's own engine: ``plan-shards`` cuts the unique schemas
 into shards of ``shard_size``, ``dsl.ParallelFor`` embeds each in its own pod (a GPU pod when
@@ -166,39 +167,48 @@ def build_pipeline(image: str = IMAGE, placement: Placement | None = None, profi
                                        examples=examples)
             _resources(index, "2", "4Gi")
 
-            scores = ops["evaluate"](
-                corpus_split=synth.outputs["corpus_split"], model=tune.outputs["model"], index=index.outputs["index"], k=k,
-                n_eval=n_eval, max_new_tokens=max_new_tokens, n_candidates=n_candidates,
-                sampling_temperature=sampling_temperature, examples=examples, llm_base_url=llm_base_url,
-                llm_model=llm_model, benchmark_dir=benchmark_dir, n_benchmark=n_benchmark, seed=seed)
-            _llm_key(_resources(scores, "2", "6Gi"), placement)
-            scores.set_caching_options(False)  # the deployed baseline it is gated against changes
+            def score_gate_deploy(generator=None):
+                """evaluate -> gate -> deploy or skip; ``generator``: a tuned generator artifact to score (the
+                evaluate step then loads it, on a GPU node) instead of the configured generator."""
+                tuned = {} if generator is None else {"generator": generator}
+                scores = ops["evaluate"](
+                    corpus_split=synth.outputs["corpus_split"], model=tune.outputs["model"], index=index.outputs["index"],
+                    k=k, n_eval=n_eval, max_new_tokens=max_new_tokens, n_candidates=n_candidates,
+                    sampling_temperature=sampling_temperature, examples=examples, llm_base_url=llm_base_url,
+                    llm_model=llm_model, benchmark_dir=benchmark_dir, n_benchmark=n_benchmark, seed=seed, **tuned)
+                _llm_key(_resources(scores, "2", "6Gi", gpu=generator is not None, placement=placement), placement)
+                scores.set_caching_options(False)  # the deployed baseline it is gated against changes
 
-            verdict = ops["gate"](
-                metrics=scores.outputs["metrics"], details=scores.outputs["details"], min_recall_at_5=min_recall_at_5,
-                min_execution_accuracy=min_execution_accuracy, max_regression=max_regression,
-                current_metrics=current_metrics)
-            _resources(verdict, "500m", "512Mi").set_caching_options(False)
+                verdict = ops["gate"](
+                    metrics=scores.outputs["metrics"], details=scores.outputs["details"],
+                    min_recall_at_5=min_recall_at_5, min_execution_accuracy=min_execution_accuracy,
+                    max_regression=max_regression, current_metrics=current_metrics)
+                _resources(verdict, "500m", "512Mi").set_caching_options(False)
 
-            with dsl.If(verdict.outputs["passed"] == True, name="gate-passed"):  # noqa: E712 - KFP condition
-                release = ops["deploy"](
-                    model=tune.outputs["model"], index=index.outputs["index"], metrics=scores.outputs["metrics"],
-                    details=scores.outputs["details"], decision=verdict.outputs["decision"], deploy_dir=deploy_dir, promote_repo=promote_repo,
-                    promote_env=promote_env)
-                _resources(release, "500m", "1Gi").set_caching_options(False)
-                if placement.use_gitops_secret:
-                    kubernetes.use_secret_as_env(release, secret_name=GITOPS_SECRET_NAME,
-                                                 secret_key_to_env={GITOPS_SECRET_KEY: GITOPS_TOKEN_ENV},
-                                                 optional=True)
-            with dsl.Else(name="gate-failed"):
-                skipped = ops["skip-deploy"](decision=verdict.outputs["decision"])
-                _resources(skipped, "100m", "256Mi").set_caching_options(False)
+                with dsl.If(verdict.outputs["passed"] == True, name="gate-passed"):  # noqa: E712 - KFP condition
+                    release = ops["deploy"](
+                        model=tune.outputs["model"], index=index.outputs["index"], metrics=scores.outputs["metrics"],
+                        details=scores.outputs["details"], decision=verdict.outputs["decision"],
+                        deploy_dir=deploy_dir, promote_repo=promote_repo, promote_env=promote_env)
+                    _resources(release, "500m", "1Gi").set_caching_options(False)
+                    if placement.use_gitops_secret:
+                        kubernetes.use_secret_as_env(release, secret_name=GITOPS_SECRET_NAME,
+                                                     secret_key_to_env={GITOPS_SECRET_KEY: GITOPS_TOKEN_ENV},
+                                                     optional=True)
+                with dsl.Else(name="gate-failed"):
+                    skipped = ops["skip-deploy"](decision=verdict.outputs["decision"])
+                    _resources(skipped, "100m", "256Mi").set_caching_options(False)
 
-            with dsl.If(generator_sft_steps > 0, name="generator-sft"):
+            # Without the SFT step the configured generator is scored; with it, the adapter it just trained
+            # (a KFP output made inside a condition cannot reach a task outside it, so each branch has its tail).
+            with dsl.If(generator_sft_steps <= 0, name="configured-generator"):
+                score_gate_deploy()
+            with dsl.Else(name="generator-sft"):
                 sft = ops["finetune-generator"](
                     corpus_split=synth.outputs["corpus_split"], base_model=llm_model, max_steps=generator_sft_steps,
                     batch_size=8, learning_rate=2e-4, k=k, seed=seed)
                 _resources(sft, "4", "16Gi", gpu=True, placement=placement)
+                score_gate_deploy(sft.outputs["generator"])
 
     return coderag_pipeline
 

@@ -113,14 +113,18 @@ def _collect(run_dir: Path | None, workdir: Path) -> LocalRunResult:
     if run_dir is None:
         return LocalRunResult("failed", ["the local runner produced no run directory"], str(workdir))
     run_status = _read_json(run_dir / "record-run-status" / "run_status")
-    decision = _read_json(run_dir / "gate" / "decision")
-    deployed = _read_json(run_dir / "deploy" / "outcome")
-    skipped = _read_json(run_dir / "skip-deploy" / "outcome")
+    # With generator_sft_steps > 0 the evaluate -> gate -> deploy tail ran in the generator-sft branch, whose
+    # tasks KFP names with a "-2" suffix (the configured-generator branch holds the plain names).
+    suffix = "-2" if (run_dir / "finetune-generator").exists() else ""
+    decision = _read_json(run_dir / f"gate{suffix}" / "decision")
+    deployed = _read_json(run_dir / f"deploy{suffix}" / "outcome")
+    skipped = _read_json(run_dir / f"skip-deploy{suffix}" / "outcome")
     metrics = (decision or {}).get("metrics", {})
     failed = run_status is None or run_status.get("status") != "SUCCEEDED"
     if failed or (deployed is None and skipped is None):
-        stopped = next((t for t in TASK_ORDER if not (run_dir / t / "executor_output.json").is_file()),
-                       "deploy" if decision and decision.get("passed") else "skip-deploy")
+        order = TASK_ORDER if not suffix else (*TASK_ORDER[:4], "finetune-generator", "evaluate-2", "gate-2")
+        stopped = next((t for t in order if not (run_dir / t / "executor_output.json").is_file()),
+                       f"deploy{suffix}" if decision and decision.get("passed") else f"skip-deploy{suffix}")
         reasons = [f"step {stopped} failed: see {workdir / 'pipeline.log'}"]
         reasons += [r for r in (run_status or {}).get("reasons", []) if r]
         return LocalRunResult("failed", reasons, str(workdir), metrics, decision, None, run_status, stopped)

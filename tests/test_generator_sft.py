@@ -19,14 +19,16 @@ from coderag.training.generator_sft import (
     IGNORE_INDEX,
     MANIFEST_FILE,
     REPORT_FILE,
-    build_sft_examples,
     encode_example,
-    executing_records,
     finetune_generator,
     mean_answer_loss,
+    train_generator,
+)
+from coderag.training.sft_data import (
+    build_sft_examples,
+    executing_records,
     prepare_sft_examples,
     retrieved_prompt_schemas,
-    train_generator,
 )
 
 
@@ -51,6 +53,30 @@ def test_examples_keep_executing_train_side_sql_in_the_inference_prompt(training
         sql = example.answer.removeprefix("```sql\n").removesuffix("\n```")
         assert run_query(sqlite_from_context(record["sql_context"]), sql) == \
             run_query(sqlite_from_context(record["sql_context"]), record["sql"])
+
+
+def test_half_the_prompts_carry_examples_of_other_domains_only(training_records, encoder_model):
+    """--examples K in training: a seeded half of the prompts carry K examples, never of the record's own
+    domain (as a held-out question's examples never are), the other half none; the SQL answers stay."""
+    held_out = {"media", "energy"}
+    examples, _ = prepare_sft_examples(training_records, held_out_domains=held_out, prompt_schemas="gold",
+                                       encoder_model=encoder_model, examples=2)
+    with_examples = [e for e in examples if "Similar questions" in e.messages[-1]["content"]]
+    assert len(with_examples) == round(len(examples) / 2) == 8
+    by_id = {str(r["id"]): r for r in training_records}
+    pool = {r["sql_prompt"]: r for r in training_records if r["domain"] not in held_out}
+    for example in with_examples:
+        record = by_id[example.record_id]
+        *shown, asked = [line.removeprefix("Question: ") for line in example.messages[-1]["content"].splitlines()
+                         if line.startswith("Question: ")]  # the examples, then the question itself
+        assert asked == record["sql_prompt"] and len(shown) == 2 and asked not in shown
+        assert all(q in pool and pool[q]["domain"] != example.domain for q in shown)
+    plain = [e for e in examples if e not in with_examples]
+    assert all(e.messages == build_messages(by_id[e.record_id]["sql_prompt"],
+                                            [schema_only(by_id[e.record_id]["sql_context"])]) for e in plain)
+    again, _ = prepare_sft_examples(training_records, held_out_domains=held_out, prompt_schemas="gold",
+                                    encoder_model=encoder_model, examples=2)
+    assert [e.messages for e in again] == [e.messages for e in examples]  # seeded
 
 
 def test_executing_records_reports_each_drop_reason():

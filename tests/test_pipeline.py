@@ -19,8 +19,9 @@ from components import IMAGE
 from pipelines.coderag_pipeline import LLM_SECRET_NAME, coderag_pipeline
 from pipelines.run import DEFAULT_PACKAGE, PROFILE_PACKAGES, PipelineSubmitError, compile_pipeline, run_local, submit
 
-EXECUTORS = {"synthesize", "finetune", "finetune-generator", "plan-shards", "embed-shard", "build-index", "evaluate", "gate", "deploy", "skip-deploy",
-             "record-run-status"}
+# The evaluate -> gate -> deploy tail exists twice: "-2" is its copy in the generator-sft branch.
+EXECUTORS = {"synthesize", "finetune", "finetune-generator", "plan-shards", "embed-shard", "build-index", "evaluate", "gate",
+             "deploy", "skip-deploy", "evaluate-2", "gate-2", "deploy-2", "skip-deploy-2", "record-run-status"}
 TINY = {"n_records": 200, "max_train_pairs": 32, "batch_size": 8, "max_steps": 2, "k": 2,
         "n_eval": 2, "max_new_tokens": 24}
 
@@ -88,15 +89,29 @@ def test_yaml_has_resource_requests_and_gpu_for_training(compiled):
     assert "accelerator" not in executors["exec-evaluate"]["container"]["resources"]
 
 
+def _branches(spec: dict, component: str) -> dict[str, dict]:
+    """The condition branches under ``component``, by their names (``taskInfo.name``)."""
+    tasks = spec["components"][component]["dag"]["tasks"]
+    branches = next(spec["components"][t["componentRef"]["name"]]["dag"]["tasks"] for name, t in tasks.items()
+                    if name.startswith("condition-branches"))
+    return {t["taskInfo"]["name"]: t for t in branches.values()}
+
+
+def _tasks(spec: dict, branch: dict) -> dict[str, dict]:
+    return spec["components"][branch["componentRef"]["name"]]["dag"]["tasks"]
+
+
 def test_yaml_has_gate_condition_and_exit_handler(compiled):
     spec, _ = _docs(compiled)
-    # The shard loop (for-loop-2) comes first in the exit handler, so the gate's branches are numbered after it.
-    branches = spec["components"]["comp-condition-branches-3"]["dag"]["tasks"]
-    passed = "inputs.parameter_values['pipelinechannel--gate-passed'] == true"
-    assert branches["condition-4"]["triggerPolicy"]["condition"] == passed
-    assert branches["condition-5"]["triggerPolicy"]["condition"] == f"!({passed})"
-    assert set(spec["components"]["comp-condition-4"]["dag"]["tasks"]) == {"deploy"}
-    assert set(spec["components"]["comp-condition-5"]["dag"]["tasks"]) == {"skip-deploy"}
+    tails = _branches(spec, "comp-exit-handler-1")
+    for tail, gate in (("configured-generator", "gate"), ("generator-sft", "gate-2")):
+        gated = _branches(spec, tails[tail]["componentRef"]["name"])
+        passed = f"inputs.parameter_values['pipelinechannel--{gate}-passed'] == true"
+        assert gated["gate-passed"]["triggerPolicy"]["condition"] == passed
+        assert gated["gate-failed"]["triggerPolicy"]["condition"] == f"!({passed})"
+        suffix = gate.removeprefix("gate")
+        assert set(_tasks(spec, gated["gate-passed"])) == {f"deploy{suffix}"}
+        assert set(_tasks(spec, gated["gate-failed"])) == {f"skip-deploy{suffix}"}
     root = spec["root"]["dag"]["tasks"]
     assert root["record-run-status"]["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
     parameters = spec["root"]["inputDefinitions"]["parameters"]
@@ -105,16 +120,37 @@ def test_yaml_has_gate_condition_and_exit_handler(compiled):
 
 def test_generator_sft_is_an_opt_in_gpu_step_on_tolerated_gpu_nodes(compiled):
     spec, platform = _docs(compiled)
-    handler = spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]
-    branch = next(task for task in handler.values() if task["taskInfo"]["name"] == "generator-sft")
-    assert "pipelinechannel--generator_sft_steps" in branch["triggerPolicy"]["condition"]
-    assert branch["triggerPolicy"]["condition"].endswith("> 0")
+    tails = _branches(spec, "comp-exit-handler-1")
+    configured = "int(inputs.parameter_values['pipelinechannel--generator_sft_steps']) <= 0"
+    assert tails["configured-generator"]["triggerPolicy"]["condition"] == configured
+    assert tails["generator-sft"]["triggerPolicy"]["condition"] == f"!({configured})"
     assert spec["root"]["inputDefinitions"]["parameters"]["generator_sft_steps"]["defaultValue"] == 0
     resources = spec["deploymentSpec"]["executors"]["exec-finetune-generator"]["container"]["resources"]
     assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu" and int(resources["accelerator"]["resourceCount"]) == 1
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     assert {"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"} in \
         executors["exec-finetune-generator"]["tolerations"]
+
+
+def test_with_generator_sft_the_evaluate_step_scores_the_adapter_it_trained(compiled):
+    """generator_sft_steps > 0: the branch's evaluate takes finetune-generator's adapter (and a GPU); without
+    it, evaluate scores the configured generator; each branch gates and deploys what it scored."""
+    spec, platform = _docs(compiled)
+    tails = _branches(spec, "comp-exit-handler-1")
+    sft, configured = _tasks(spec, tails["generator-sft"]), _tasks(spec, tails["configured-generator"])
+    assert {"finetune-generator", "evaluate-2", "gate-2"} <= set(sft) and "evaluate" not in sft
+    assert {"evaluate", "gate"} <= set(configured) and "finetune-generator" not in configured
+    assert sft["evaluate-2"]["inputs"]["artifacts"]["generator"]["taskOutputArtifact"] == {
+        "outputArtifactKey": "generator", "producerTask": "finetune-generator"}
+    assert "generator" not in configured["evaluate"]["inputs"].get("artifacts", {})
+    assert spec["components"]["comp-evaluate"]["inputDefinitions"]["artifacts"]["generator"]["isOptional"] is True
+    assert sft["gate-2"]["inputs"]["artifacts"]["metrics"]["taskOutputArtifact"]["producerTask"] == "evaluate-2"
+    assert configured["gate"]["inputs"]["artifacts"]["metrics"]["taskOutputArtifact"]["producerTask"] == "evaluate"
+    executors = spec["deploymentSpec"]["executors"]
+    assert executors["exec-evaluate-2"]["container"]["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    assert "accelerator" not in executors["exec-evaluate"]["container"]["resources"]
+    assert {"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"} in \
+        platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-evaluate-2"]["tolerations"]
 
 
 def test_yaml_embeds_shards_in_a_parallel_for_and_merges_the_collected_vectors(compiled):
@@ -249,3 +285,42 @@ def test_local_run_deploys_then_gates_the_next_run_against_the_release(tmp_path)
     assert (run_dir / "build-index" / "index" / "manifest.json").is_file()
     assert not (run_dir / "deploy").exists()
     assert (tmp_path / "deployed" / "current.json").read_bytes() == deployed_before
+
+
+def test_evaluate_component_hands_the_tuned_generator_to_the_stage(tmp_path, monkeypatch):
+    """The component passes the adapter's path on (and "" without one); the stage loads that directory."""
+    from kfp.dsl import HTML, Artifact, Dataset, Markdown, Metrics, Model
+
+    import coderag.evaluation.report
+    import coderag.generation.llm
+    import coderag.pipeline.stages
+    import components
+
+    seen = []
+    monkeypatch.setattr(coderag.pipeline.stages, "evaluate_stage", lambda **kw: seen.append(kw) or {"ex": 0.5})
+    monkeypatch.setattr(coderag.evaluation.report, "combined_report", lambda report_dir: ("# report", "<p>report</p>"))
+    art = {name: kind(name=name, uri=str(tmp_path / name), metadata={}) for name, kind in (
+        ("corpus_split", Dataset), ("model", Model), ("index", Artifact), ("metrics", Metrics),
+        ("details", Artifact), ("report", Markdown), ("report_html", HTML), ("generator", Model))}
+    common = dict(corpus_split=art["corpus_split"], model=art["model"], index=art["index"], k=2, n_eval=2,
+                  max_new_tokens=24, n_candidates=1, sampling_temperature=0.7, examples=0, llm_base_url="",
+                  llm_model="", benchmark_dir="", n_benchmark=2, seed=0, metrics=art["metrics"],
+                  details=art["details"], report=art["report"], report_html=art["report_html"])
+    components.evaluate.python_func(**common, generator=art["generator"])
+    components.evaluate.python_func(**common)
+    assert [kw["generator_dir"] for kw in seen] == [art["generator"].path, ""]
+
+    class Loaded:
+        def __init__(self, model_path=None, device="cpu", **kwargs):
+            self.model_path, self.device = model_path, device
+
+    monkeypatch.setattr(coderag.generation.llm, "LocalTransformersGenerator", Loaded)
+    tuned = tmp_path / "tuned"
+    tuned.mkdir()
+    with pytest.raises(ConfigError, match="no tuned generator"):
+        coderag.pipeline.stages.stage_generator(generator_dir=tuned)
+    (tuned / coderag.generation.llm.GENERATOR_MANIFEST).write_text(json.dumps({"format": "lora-adapter"}))
+    loaded = coderag.pipeline.stages.stage_generator("http://127.0.0.1:9/v1", "served", generator_dir=tuned)
+    assert isinstance(loaded, Loaded) and loaded.model_path == str(tuned)
+    assert type(coderag.pipeline.stages.stage_generator("http://127.0.0.1:9/v1", "served")).__name__ == \
+        "OpenAIChatGenerator"

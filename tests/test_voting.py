@@ -99,13 +99,61 @@ def test_n_1_is_todays_single_greedy_call():
     assert answer.sql == "SELECT b FROM t WHERE a = 1" and answer.allowed
 
 
-def test_when_no_candidate_survives_the_first_is_answered_and_repaired():
+def test_when_no_candidate_survives_the_greedy_reply_is_answered():
     replies = [(_sql("SELECT nope FROM t"), None), (_sql("DELETE FROM t"), None)]
-    generator = ScriptedSampler(replies, repair=_sql("SELECT a FROM t WHERE a = 3"))
+    generator = ScriptedSampler(replies, greedy=_sql("SELECT a FROM t WHERE b = 'x'"))
     answer = answer_from_schemas("q?", SCHEMAS, generator, sql_context=CONTEXT, n_candidates=2)
-    assert answer.vote["chosen"] is None and answer.vote["survivors"] == 0
-    assert answer.repaired and answer.sql == "SELECT a FROM t WHERE a = 3" and answer.rows == [[3]]
-    assert "no such column: nope" in generator.calls[-1][1]["messages"][-1]["content"]
+    assert answer.vote["chosen"] is None and answer.vote["survivors"] == 0 and answer.vote["fallback"] == "greedy"
+    assert [call for call, _ in generator.calls] == ["sample", "complete"]
+    assert generator.calls[-1][1]["temperature"] == 0.0
+    assert answer.sql == "SELECT a FROM t WHERE b = 'x'" and answer.rows == [[1]] and not answer.repaired
+    assert {"generate", "execute", "generate_greedy", "execute_greedy"} <= set(answer.timings_ms)
+
+
+def test_a_failing_greedy_fallback_is_repaired_once():
+    replies = [(_sql("SELECT nope FROM t"), None), (_sql("DELETE FROM t"), None)]
+    generator = ScriptedSampler(replies, greedy=_sql("SELECT missing FROM t"), repair=_sql("SELECT a FROM t WHERE a = 3"))
+    answer = answer_from_schemas("q?", SCHEMAS, generator, sql_context=CONTEXT, n_candidates=2)
+    assert answer.vote["fallback"] == "greedy" and answer.repaired
+    assert answer.sql == "SELECT a FROM t WHERE a = 3" and answer.rows == [[3]]
+    assert "no such column: missing" in generator.calls[-1][1]["messages"][-1]["content"]
+
+
+def test_a_surviving_candidate_wins_without_a_greedy_call():
+    replies = [(_sql("SELECT nope FROM t"), None), (_sql("SELECT a FROM t WHERE a = 2"), None)]
+    generator = ScriptedSampler(replies)
+    answer = answer_from_schemas("q?", SCHEMAS, generator, sql_context=CONTEXT, n_candidates=2)
+    assert [call for call, _ in generator.calls] == ["sample"]
+    assert answer.vote["chosen"] == 1 and answer.vote["fallback"] == "" and answer.rows == [[2]]
+
+
+def test_evaluation_answers_the_greedy_reply_where_no_candidate_survives():
+    from coderag.evaluation.benchmark import evaluate_benchmark, load_gretel_benchmark
+
+    records = [{"id": i, "domain": "d", "sql_prompt": f"Which a has b {b}?", "sql_context": CONTEXT,
+                "sql": f"SELECT a FROM t WHERE b = '{b}'"} for i, b in enumerate(["x", "y"])]
+
+    class Batched:
+        """Every sampled candidate fails to run; the greedy reply of each prompt is its gold SQL."""
+
+        def __init__(self):
+            self.greedy_prompts = 0
+
+        def sample_batch(self, conversations, *, n, max_tokens, temperature):
+            return [[SampledReply(_sql("SELECT nope FROM t"), -1.0)] * n for _ in conversations]
+
+        def complete_batch(self, conversations, *, max_tokens, temperature=0.0):
+            assert temperature == 0.0
+            self.greedy_prompts += len(conversations)
+            wanted = ["x" if "b x?" in c[-1]["content"] else "y" for c in conversations]
+            return [_sql(f"SELECT a FROM t WHERE b = '{b}'") for b in wanted]
+
+    generator = Batched()
+    result = evaluate_benchmark(load_gretel_benchmark(records), generator=generator, schemas="oracle",
+                                n_candidates=3)
+    assert generator.greedy_prompts == 2
+    assert [row.ex for row in result.rows] == [True, True]
+    assert all(row.vote["fallback"] == "greedy" and row.vote["survivors"] == 0 for row in result.rows)
 
 
 def test_without_a_database_candidates_vote_by_normalised_sql():

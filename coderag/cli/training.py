@@ -129,7 +129,7 @@ def _cmd_finetune_generator(args: argparse.Namespace) -> int:
     s = GeneratorTrainingSettings.from_args(args, "finetune-generator")
     _, train, held_out = _train_side(s)
     encoder_model = None
-    if s.prompt_schemas == "retrieved":
+    if s.prompt_schemas == "retrieved" or s.examples:
         from coderag.retrieval.encoder import load_encoder
 
         encoder_model = load_encoder(s.encoder)
@@ -138,7 +138,7 @@ def _cmd_finetune_generator(args: argparse.Namespace) -> int:
         encoder_model=encoder_model, prompt_schemas=s.prompt_schemas, k=s.k, max_examples=s.max_examples,
         epochs=s.epochs, max_steps=s.max_steps, batch_size=s.batch_size, learning_rate=s.learning_rate,
         lora_r=s.lora_r, lora_alpha=s.lora_alpha, lora_dropout=s.lora_dropout, max_seq_length=s.max_seq_length,
-        merge=s.merge, device=s.device, seed=s.seed,
+        merge=s.merge, device=s.device, seed=s.seed, examples=s.examples,
     )
     print(f"trained on {report['examples']} examples from {report['train_domains']} domains "
           f"({len(report['held_out_domains'])} held out); {report['steps']} steps, loss {report['loss_first']} -> "
@@ -199,7 +199,7 @@ def register(subparsers) -> None:
         "`coderag ask|evaluate --llm-model DIR`.",
     )
     add_settings_flags(p, GeneratorTrainingSettings, (*COMMON, "output", "llm_model", "encoder", "k", "prompt_schemas",
-                                                      "max_examples", "epochs", "max_steps", "batch_size",
+                                                      "examples", "max_examples", "epochs", "max_steps", "batch_size",
                                                       "learning_rate", "lora_r", "lora_alpha", "lora_dropout",
                                                       "max_seq_length", "merge", "device"), required=("output",))
     p.add_argument("--report", type=Path, help="also write the report JSON here")

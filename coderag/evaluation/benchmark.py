@@ -459,7 +459,8 @@ def evaluate_benchmark(benchmark: Benchmark, *, generator=None, encoder_model=No
         retrieval: precomputed ``(ranked, scores, metrics)`` to reuse across modes.
         prompt_schemas: the snippets of each question's prompt, chosen by the caller (overrides ``schemas``).
         n_candidates: SQL candidates sampled per question and voted on by execution (1: one greedy reply);
-            each row records its vote.
+            each row records its vote; a question none of whose candidates survives is answered with the
+            greedy reply (its vote says ``"fallback": "greedy"``).
         temperature: sampling temperature of the candidates.
         example_index: an :class:`~coderag.retrieval.examples.ExampleIndex` of the training split (or a
             schema index holding one), searched with ``encoder_model``.
@@ -532,9 +533,21 @@ def evaluate_benchmark(benchmark: Benchmark, *, generator=None, encoder_model=No
                     preds.append("")
                     continue
                 outcome = _vote_on(benchmark, i, replies, timeout_s, temperature)
+                if outcome.chosen is None:
+                    outcome.fallback = "greedy"
+                    preds.append("")  # filled below with the greedy reply
+                else:
+                    # the chosen reply's own SQL: scoring transpiles it again when the benchmark transpiles
+                    preds.append(extract_sql(outcome.candidates[outcome.chosen].reply))
                 votes[i] = outcome.to_dict()
-                # the chosen reply's own SQL: scoring transpiles it again when the benchmark transpiles
-                preds.append(extract_sql(outcome.candidates[outcome.chosen or 0].reply))
+            # No candidate survived: answer the greedy reply (likelier to run than a sample), all in one batch.
+            fallback = [i for i, row in sorted(votes.items()) if row["fallback"]]
+            for i, reply in zip(fallback, _replies(generator, [prompts[i] for i in fallback], max_new_tokens)
+                                if fallback else [], strict=True):
+                if isinstance(reply, Exception):
+                    status_override[i] = ("generation_failure", str(reply))
+                else:
+                    preds[i] = extract_sql(reply)
         else:
             for i, reply in enumerate(_replies(generator, prompts, max_new_tokens)):
                 if isinstance(reply, Exception):

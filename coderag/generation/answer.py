@@ -97,8 +97,10 @@ def answer_from_schemas(question: str, schemas: list[str], generator, *, sql_con
     With ``n_candidates`` > 1, that many replies are sampled at ``temperature`` (in one call when the
     generator can) and the answer is the winner of :func:`~coderag.generation.voting.vote`: candidates that
     do not parse, are refused or fail to execute are dropped, the result most survivors share wins
-    (``answer.vote`` records every candidate); when none survives, the first candidate is answered (and
-    repaired as above). ``n_candidates=1`` is the single greedy reply.
+    (``answer.vote`` records every candidate); when none survives, the single greedy reply is generated
+    and answered as with ``n_candidates=1`` (executed, repaired as above; ``answer.vote["fallback"]`` is
+    ``"greedy"``): a sampled candidate is likelier to be broken than the greedy reply.
+    ``n_candidates=1`` is the single greedy reply.
     Generator failures propagate (``GenerationError`` / ``GeneratorUnavailable``).
 
     Args:
@@ -147,18 +149,22 @@ def answer_from_schemas(question: str, schemas: list[str], generator, *, sql_con
     check_n_candidates(n_candidates)
     messages = build_messages(question, schemas, dialect="SQLite" if transpile else label, examples=examples)
     shown = [e.to_dict() if isinstance(e, Example) else {"question": e[0], "sql": e[1]} for e in examples]
+    answer = None
+    voted: dict[str, Any] | None = None
     if n_candidates > 1:
-        answer = _voted_answer(question, messages, generator, n_candidates, temperature, connect, run_sql, dialect,
-                               transpile, max_tokens, timeout_s, timings)
+        answer, voted = _voted_answer(question, messages, generator, n_candidates, temperature, connect, run_sql,
+                                      dialect, transpile, max_tokens, timeout_s, timings)
+    if answer is not None:
         answer.examples = shown
     else:
         t0 = time.perf_counter()
         reply = generator.complete(messages, max_tokens=max_tokens, temperature=0.0)
-        timings["generate"] = (time.perf_counter() - t0) * 1000
+        # with a vote before it, "generate" and "execute" already timed the sampled candidates
+        timings["generate_greedy" if voted is not None else "generate"] = (time.perf_counter() - t0) * 1000
         sql, verdict = prepare_sql(reply, dialect, transpile)
         answer = Answer(question=question, sql=sql, allowed=verdict.allowed, guard_reason=verdict.reason,
                         statement_type=verdict.statement_type, reply=reply, timings_ms=timings, dialect=dialect,
-                        examples=shown)
+                        examples=shown, vote=voted)
         if not verdict.allowed or connect is None:
             return answer
         t0 = time.perf_counter()
@@ -166,7 +172,7 @@ def answer_from_schemas(question: str, schemas: list[str], generator, *, sql_con
             answer.rows = _execute(connect, run_sql, sql, timeout_s)
         except Exception as exc:  # noqa: BLE001 - any database failure is reported and may be repaired
             answer.execution_error = str(exc)
-        timings["execute"] = (time.perf_counter() - t0) * 1000
+        timings["execute_greedy" if voted is not None else "execute"] = (time.perf_counter() - t0) * 1000
     if answer.execution_error and repair:
         sql = answer.sql
         t0 = time.perf_counter()
@@ -190,8 +196,12 @@ def answer_from_schemas(question: str, schemas: list[str], generator, *, sql_con
 
 
 def _voted_answer(question: str, messages, generator, n: int, temperature: float, connect, run_sql, dialect: str,
-                  transpile: bool, max_tokens: int, timeout_s: float, timings: dict[str, float]) -> Answer:
-    """Sample ``n`` candidates, execute the allowed ones (when there is a database) and answer the vote's winner."""
+                  transpile: bool, max_tokens: int, timeout_s: float, timings: dict[str, float]
+                  ) -> tuple[Answer | None, dict[str, Any]]:
+    """Sample ``n`` candidates, execute the allowed ones (when there is a database) and answer the vote's winner.
+
+    Returns ``(answer, vote record)``; the answer is None when no candidate survived (the record then says
+    ``"fallback": "greedy"``: the caller answers the greedy reply)."""
     t0 = time.perf_counter()
     replies = sample_replies(generator, messages, n, max_tokens=max_tokens, temperature=temperature)
     timings["generate"] = (time.perf_counter() - t0) * 1000
@@ -201,15 +211,16 @@ def _voted_answer(question: str, messages, generator, n: int, temperature: float
         run_candidates(candidates, lambda sql: _execute(connect, run_sql, sql, timeout_s))
         timings["execute"] = (time.perf_counter() - t0) * 1000
     result = vote(candidates, dialect=dialect, temperature=temperature)
-    chosen = candidates[result.chosen if result.chosen is not None else 0]
-    answer = Answer(question=question, sql=chosen.sql, allowed=chosen.status not in ("parse_failure", "guard_refused"),
-                    guard_reason=chosen.guard_reason, statement_type=chosen.statement_type, reply=chosen.reply,
-                    timings_ms=timings, dialect=dialect, vote=result.to_dict())
+    if result.chosen is None:
+        result.fallback = "greedy"
+        return None, result.to_dict()
+    chosen = candidates[result.chosen]
+    answer = Answer(question=question, sql=chosen.sql, allowed=True, guard_reason=chosen.guard_reason,
+                    statement_type=chosen.statement_type, reply=chosen.reply, timings_ms=timings, dialect=dialect,
+                    vote=result.to_dict())
     if chosen.status == "ok":
         answer.rows = chosen.rows
-    elif chosen.status == "execution_failure":
-        answer.execution_error = chosen.error
-    return answer
+    return answer, answer.vote
 
 
 def answer_question(question: str, *, index, encoder_model, generator, k: int = 3,

@@ -66,11 +66,16 @@ class Candidate:
 
 @dataclass
 class Vote:
-    """The outcome of one vote: every candidate, the chosen one's index (None: none survived), its votes."""
+    """The outcome of one vote: every candidate, the chosen one's index (None: none survived), its votes.
+
+    ``fallback`` says what was answered instead when none survived (``"greedy"``: the single greedy reply,
+    set by the caller that generated it); empty otherwise.
+    """
 
     candidates: list[Candidate]
     chosen: int | None
     temperature: float
+    fallback: str = ""
 
     @property
     def votes(self) -> int:
@@ -78,10 +83,11 @@ class Vote:
         return 0 if self.chosen is None else self.candidates[self.chosen].votes
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"n", "temperature", "chosen", "votes", "survivors", "candidates": [...]}`` for answers and rows."""
+        """``{"n", "temperature", "chosen", "votes", "survivors", "fallback", "candidates": [...]}`` for answers
+        and rows."""
         return {"n": len(self.candidates), "temperature": self.temperature, "chosen": self.chosen,
                 "votes": self.votes, "survivors": sum(c.survives for c in self.candidates),
-                "candidates": [c.to_dict() for c in self.candidates]}
+                "fallback": self.fallback, "candidates": [c.to_dict() for c in self.candidates]}
 
 
 def check_n_candidates(n: Any) -> int:

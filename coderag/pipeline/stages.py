@@ -22,7 +22,7 @@ from typing import Any
 
 from coderag.atomic_files import write_json_atomic, write_jsonl_atomic
 from coderag.config import CodeRAGSettings
-from coderag.errors import CorpusError
+from coderag.errors import ConfigError, CorpusError
 
 log = logging.getLogger(__name__)
 
@@ -32,22 +32,40 @@ RETRIEVAL_TASKS = ("question->schema", "paraphrase->schema", "hybrid_question->s
 RETRIEVAL_CATEGORIES = ("text2code", "hybrid")
 
 
-def stage_generator(llm_base_url: str = "", llm_model: str = ""):
-    """The generator a stage uses: the endpoint when ``llm_base_url`` is set (its key from
-    ``CODERAG_LLM_API_KEY``, a Kubernetes Secret in the cluster), else the local model.
+def stage_generator(llm_base_url: str = "", llm_model: str = "", generator_dir: str | os.PathLike = ""):
+    """The generator a stage uses: a tuned generator directory when ``generator_dir`` is given (the
+    finetune-generator stage's output, loaded locally, on the GPU when there is one), else the endpoint
+    when ``llm_base_url`` is set (its key from ``CODERAG_LLM_API_KEY``, a Kubernetes Secret in the
+    cluster), else the local model.
 
     Args:
         llm_base_url: an OpenAI-compatible endpoint; ``""`` for the local model.
         llm_model: the endpoint's model name.
+        generator_dir: a directory written by :func:`finetune_generator_stage` (adapter or merged); ``""``: none.
 
     Returns:
         A SQL generator.
 
+    Raises:
+        ConfigError: ``generator_dir`` holds no tuned generator.
+
     Example:
         >>> generator = stage_generator()  # doctest: +SKIP
     """
-    from coderag.generation.llm import make_generator
+    from coderag.generation.llm import LocalTransformersGenerator, make_generator
 
+    if generator_dir:
+        from coderag.training.generator_sft import read_generator_manifest
+
+        if read_generator_manifest(generator_dir) is None:
+            raise ConfigError(f"{generator_dir} holds no tuned generator (no manifest): run the finetune-generator "
+                              "stage first")
+        import torch
+
+        if llm_base_url:
+            log.info("scoring the tuned generator in %s locally, not the endpoint %s", generator_dir, llm_base_url)
+        return LocalTransformersGenerator(model_path=str(generator_dir),
+                                          device="cuda" if torch.cuda.is_available() else "cpu")
     return make_generator(CodeRAGSettings(llm_base_url=llm_base_url or None, llm_model=llm_model or None))
 
 
@@ -148,9 +166,6 @@ def synthesize_stage(*, corpus: str, n_records: int, eval_fraction: float, seed:
         max_train_pairs: cap on training pairs.
         n_negatives: hard negatives per pair.
         show_progress: show progress bars.
-        n_candidates: SQL candidates sampled and voted on per question (1: one greedy reply).
-        sampling_temperature: the candidates' sampling temperature.
-        examples: training examples (from the index's example store) retrieved into each prompt (0: none).
 
     Returns:
         Report: corpus report, synthesis report, pair count (and negatives report).
@@ -411,7 +426,8 @@ def evaluate_stage(*, corpus_dir: str | os.PathLike, model_dir: str | os.PathLik
                    llm_model: str = "", benchmark_dir: str = "", n_benchmark: int = 200,
                    max_retrieval_queries: int = 0, seed: int = 0, details_path: str | os.PathLike | None = None,
                    report_dir: str | os.PathLike | None = None, show_progress: bool | None = False,
-                   n_candidates: int = 1, sampling_temperature: float = 0.7, examples: int = 0) -> dict[str, Any]:
+                   n_candidates: int = 1, sampling_temperature: float = 0.7, examples: int = 0,
+                   generator_dir: str | os.PathLike = "") -> dict[str, Any]:
     """Score the candidate: retrieval over the whole index, then EX/EM on held-out and benchmark questions.
 
     Held-out synthetic domains: Recall@1/5/10, MRR@10, nDCG@10 of every held-out question's own schema
@@ -428,11 +444,15 @@ def evaluate_stage(*, corpus_dir: str | os.PathLike, model_dir: str | os.PathLik
         n_eval: held-out questions scored for EX/EM.
         max_new_tokens: generation budget per question.
         llm_base_url, llm_model: the LLM (see :func:`stage_generator`).
+        generator_dir: a tuned generator (the finetune-generator stage's output) scored instead of the LLM.
         benchmark_dir, n_benchmark: an optional Spider-layout benchmark and its sample size.
         max_retrieval_queries: cap on held-out retrieval questions (0: all).
         seed: sampling seed.
         details_path, report_dir: optional outputs (see above).
         show_progress: show progress bars.
+        n_candidates: SQL candidates sampled and voted on per question (1: one greedy reply).
+        sampling_temperature: the candidates' sampling temperature.
+        examples: training examples (from the index's example store) retrieved into each prompt (0: none).
 
     Returns:
         Flat metrics: ``recall@*``, ``mrr@10``, ``ndcg@10``, ``ex``, ``em``, ``em_semantic``, ``ex_heldout``,
@@ -478,7 +498,7 @@ def evaluate_stage(*, corpus_dir: str | os.PathLike, model_dir: str | os.PathLik
             spider.questions = [spider.questions[i] for i in picked]
             spider.schema_ids = [spider.schema_ids[i] for i in picked]
         benchmarks[Path(benchmark_dir).name or "benchmark"] = (spider, None)
-    generator = stage_generator(llm_base_url, llm_model)
+    generator = stage_generator(llm_base_url, llm_model, generator_dir)
     rows: list[dict[str, Any]] = []
     counts = {"parse_failures": 0, "guard_refusals": 0}
     for name, (bench, bench_index) in benchmarks.items():
@@ -504,5 +524,6 @@ def evaluate_stage(*, corpus_dir: str | os.PathLike, model_dir: str | os.PathLik
     metrics.update({"ex": sum(r["ex"] for r in rows) / n, "em": sum(r["em"] for r in rows) / n,
                     "em_semantic": sum(r["em_semantic"] for r in rows) / n, "n_eval": n, **counts})
     if details_path is not None:
-        write_json_atomic(Path(details_path), {"metrics": metrics, "rows": rows})
+        scored = f"tuned:{generator_dir}" if generator_dir else (llm_model or "local default")
+        write_json_atomic(Path(details_path), {"metrics": metrics, "rows": rows, "generator": scored})
     return metrics

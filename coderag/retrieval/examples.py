@@ -147,6 +147,39 @@ class ExampleIndex:
                  for s, i in zip(row_scores, row_ids, strict=True) if i >= 0]
                 for row_scores, row_ids in zip(scores.tolist(), ids.tolist(), strict=True)]
 
+    def search_other_domains(self, query_vectors: np.ndarray, domains: Sequence[str], k: int) -> list[list[Example]]:
+        """The ``k`` most similar examples per query vector whose domain is not the query's own (``domains``).
+
+        What a training prompt should show to look like an inference prompt on a held-out domain, whose
+        examples always come from other domains.
+
+        Args:
+            query_vectors: unit rows, shape (n, dim).
+            domains: each query's domain (its examples are skipped).
+            k: examples per query.
+
+        Returns:
+            One list of at most ``k`` :class:`Example` per query, best first.
+
+        Example:
+            >>> examples.search_other_domains(vectors, ["retail"], 3)  # doctest: +SKIP
+        """
+        k = check_examples(k)
+        queries = np.ascontiguousarray(np.atleast_2d(query_vectors), dtype=np.float32)  # (n, dim)
+        if len(domains) != queries.shape[0]:
+            raise ConfigError(f"{len(domains)} domains for {queries.shape[0]} queries")
+        if k == 0 or queries.shape[0] == 0:
+            return [[] for _ in range(queries.shape[0])]
+        # Deep enough that k hits of other domains remain after a whole domain's neighbours are skipped.
+        own_counts: dict[str, int] = {}
+        for domain in self.domains:
+            own_counts[domain] = own_counts.get(domain, 0) + 1
+        depth = min(self.count, k + max(own_counts.values()))
+        scores, ids = self.faiss_index.search(queries, depth)
+        return [[Example(self.questions[i], self.sqls[i], self.domains[i], float(s))
+                 for s, i in zip(row_scores, row_ids, strict=True) if i >= 0 and self.domains[i] != str(domain)][:k]
+                for row_scores, row_ids, domain in zip(scores.tolist(), ids.tolist(), domains, strict=True)]
+
     def manifest(self) -> dict[str, Any]:
         """The manifest's ``examples`` entry: count, dim, source split and the held-out domains kept out."""
         return {"count": self.count, "dim": self.dim, "split": "train", "domains": len(set(self.domains)),

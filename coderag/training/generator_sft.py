@@ -1,10 +1,8 @@
 """Supervised fine-tuning (SFT) of the SQL generator on CodeRAG's own synthetic text->SQL records.
 
-The generator learns the exact task it serves: the prompt is built by the same
-:func:`~coderag.generation.prompting.build_messages` and the base model's chat template as at inference
-(question + retrieved schemas), the target is the record's SQL in a ```sql block. Only records whose
-SQL is one read-only query that executes on the record's own database (``sql_context``) are used, and
-records of held-out domains never are. The loss covers the answer tokens only (prompt labels are -100).
+The training conversations come from :mod:`coderag.training.sft_data` (train-side records whose SQL
+executes, as the inference prompts the generator gets); here they are tokenised with the base model's chat
+template and the loss covers the answer tokens only (prompt labels are -100).
 
 Training uses LoRA adapters through ``peft`` (a plain torch loop: AdamW, linear warm-up/decay); the
 result is saved atomically either merged into the base weights (a plain transformers model directory)
@@ -22,9 +20,7 @@ import math
 import os
 import random
 import time
-from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +29,7 @@ from tqdm.auto import tqdm
 from coderag.atomic_files import atomic_directory
 from coderag.errors import ConfigError, CorpusError
 from coderag.generation.llm import GENERATOR_MANIFEST
+from coderag.training.sft_data import SftExample, prepare_sft_examples
 
 log = logging.getLogger(__name__)
 
@@ -40,144 +37,7 @@ MANIFEST_FILE = GENERATOR_MANIFEST  # written last: its presence means the direc
 REPORT_FILE = "training_report.json"
 ADAPTER_CONFIG = "adapter_config.json"
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-PROMPT_SCHEMA_MODES = ("retrieved", "gold")
 IGNORE_INDEX = -100  # label value the causal-LM loss skips
-
-
-@dataclass
-class SftExample:
-    """One training conversation: the inference prompt's messages and the answer the model should give."""
-
-    messages: list[dict[str, str]]
-    answer: str
-    domain: str
-    record_id: str
-
-
-def sql_answer(sql: str) -> str:
-    """The assistant reply for ``sql``, shaped like the prompt's demonstration (one ```sql block).
-
-    Example:
-        >>> sql_answer("SELECT 1")
-        '```sql\\nSELECT 1;\\n```'
-    """
-    body = sql.strip().rstrip(";").strip()
-    return f"```sql\n{body};\n```"
-
-
-def executing_records(records: Iterable[dict], *, timeout_s: float = 5.0) -> tuple[list[dict], Counter]:
-    """The records whose SQL is one read-only query that runs on the database their ``sql_context`` builds.
-
-    Args:
-        records: gretel-format records (``sql``, ``sql_context``).
-        timeout_s: time limit per query.
-
-    Returns:
-        ``(kept records, Counter of drop reasons)``: ``guard_refused`` (not one read-only query: the
-        generator is asked for a SELECT), ``context_failed`` (the context does not build a database),
-        ``execution_failed``.
-
-    Example:
-        >>> kept, dropped = executing_records([
-        ...     {"sql": "SELECT a FROM t", "sql_context": "CREATE TABLE t (a INT);"},
-        ...     {"sql": "SELECT b FROM t", "sql_context": "CREATE TABLE t (a INT);"}])
-        >>> len(kept), dict(dropped)
-        (1, {'execution_failed': 1})
-    """
-    from coderag.sql.execution import SqlContextError, SqlExecutionError, run_query, sqlite_from_context
-    from coderag.sql.guard import sql_guard
-
-    kept: list[dict] = []
-    dropped: Counter = Counter()
-    for record in records:
-        sql = str(record.get("sql") or "")
-        if not sql.strip() or not sql_guard(sql).allowed:
-            dropped["guard_refused"] += 1
-            continue
-        try:
-            conn = sqlite_from_context(str(record.get("sql_context") or ""))
-        except SqlContextError:
-            dropped["context_failed"] += 1
-            continue
-        try:
-            run_query(conn, sql, timeout_s=timeout_s)
-        except SqlExecutionError:
-            dropped["execution_failed"] += 1
-            continue
-        finally:
-            conn.close()
-        kept.append(record)
-    return kept, dropped
-
-
-def retrieved_prompt_schemas(records: Sequence[dict], encoder_model, k: int,
-                             corpus_records: Sequence[dict] | None = None) -> list[list[str]]:
-    """Per record, the top-``k`` schema snippets the retriever returns for its question, gold always among them.
-
-    The index holds the deduplicated schemas of ``corpus_records`` (default: ``records``); when the
-    record's own schema is not in the top-``k`` it replaces the last hit, so every training prompt can
-    be answered from what it shows, while the other hits teach the model to ignore distractors.
-
-    Args:
-        records: the training records.
-        encoder_model: the retrieval encoder.
-        k: snippets per prompt.
-        corpus_records: records whose schemas form the index (never held-out ones).
-
-    Returns:
-        One list of ``k`` (or fewer, for a tiny corpus) snippets per record, best first.
-    """
-    from coderag.corpus import dedupe_schemas
-    from coderag.retrieval.index import SchemaIndex
-    from coderag.retrieval.search import retrieve_schemas
-
-    corpus = list(corpus_records) if corpus_records is not None else list(records)
-    schemas = dedupe_schemas(corpus + list(records))
-    own = schemas.record_to_snippet[len(corpus):]
-    index = SchemaIndex.build(encoder_model, schemas.snippets, domains=schemas.snippet_domains)
-    hits = retrieve_schemas(index, encoder_model, [str(r["sql_prompt"]) for r in records], k=min(k, index.count))
-    chosen = []
-    for gold, row in zip(own, hits, strict=True):
-        ids = [h.snippet_id for h in row]
-        if gold not in ids:
-            ids = ids[:-1] + [gold] if ids else [gold]
-        chosen.append([schemas.snippets[i] for i in ids])
-    return chosen
-
-
-def gold_prompt_schemas(records: Sequence[dict]) -> list[list[str]]:
-    """Per record, its own schema snippet alone (no retrieval: cheap, for small runs and tests)."""
-    from coderag.corpus import schema_only
-
-    return [[schema_only(str(r["sql_context"]))] for r in records]
-
-
-def build_sft_examples(records: Sequence[dict], prompt_schemas: Sequence[Sequence[str]],
-                       dialect: str = "SQLite") -> list[SftExample]:
-    """One :class:`SftExample` per record: ``build_messages(question, schemas)`` -> the record's SQL.
-
-    Args:
-        records: gretel-format records (``sql_prompt``, ``sql``, ``domain``, ``id``).
-        prompt_schemas: the schema snippets of each record's prompt (same order).
-        dialect: the dialect the system message names.
-
-    Returns:
-        The examples, in record order.
-
-    Example:
-        >>> ex = build_sft_examples([{"sql_prompt": "How many?", "sql": "SELECT COUNT(*) FROM t", "domain": "d",
-        ...                           "id": 1}], [["CREATE TABLE t (a INT);"]])[0]
-        >>> ex.messages[-1]["role"], ex.answer.splitlines()[1]
-        ('user', 'SELECT COUNT(*) FROM t;')
-    """
-    from coderag.generation.prompting import build_messages
-
-    if len(prompt_schemas) != len(records):
-        raise ConfigError(f"{len(prompt_schemas)} schema lists for {len(records)} records")
-    return [SftExample(messages=build_messages(str(r["sql_prompt"]), list(schemas), dialect=dialect),
-                       answer=sql_answer(str(r["sql"])), domain=str(r.get("domain", "")),
-                       record_id=str(r.get("id", i)))
-            for i, (r, schemas) in enumerate(zip(records, prompt_schemas, strict=True))]
 
 
 def encode_example(tokenizer, example: SftExample, max_seq_length: int) -> dict[str, list[int]] | None:
@@ -306,64 +166,15 @@ def _validate(*, batch_size, learning_rate, lora_r, lora_alpha, max_seq_length, 
         raise ConfigError(f"max_steps must be a positive number, got {max_steps}.")
 
 
-def prepare_sft_examples(train_records: Sequence[dict], *, held_out_domains: Iterable[str] = (),
-                         encoder_model=None, prompt_schemas: str = "retrieved", k: int = 3,
-                         max_examples: int | None = None, seed: int = 0) -> tuple[list[SftExample], Counter]:
-    """The training conversations: train-side records whose SQL executes, with their inference prompts.
-
-    Args:
-        train_records: gretel-format records of the train side.
-        held_out_domains: domains whose records must never be trained on (dropped and counted).
-        encoder_model: the retrieval encoder, for ``prompt_schemas="retrieved"`` (default: the offline one).
-        prompt_schemas: ``retrieved`` (top-``k`` over the train-side schemas, gold kept in) or ``gold``.
-        k: schemas per prompt.
-        max_examples: seeded cap on the examples (None: all).
-        seed: sampling seed.
-
-    Returns:
-        ``(examples, Counter of dropped records by reason)``.
-
-    Raises:
-        ConfigError: ``prompt_schemas`` or ``k`` is invalid.
-        CorpusError: no record survives the filters.
-
-    Example:
-        >>> examples, dropped = prepare_sft_examples(train, held_out_domains={"retail"},
-        ...                                          prompt_schemas="gold")  # doctest: +SKIP
-    """
-    if prompt_schemas not in PROMPT_SCHEMA_MODES:
-        raise ConfigError(f"prompt_schemas {prompt_schemas!r} is unknown: use one of {', '.join(PROMPT_SCHEMA_MODES)}.")
-    if k < 1:
-        raise ConfigError(f"k must be >= 1, got {k}.")
-    held_out = {str(d) for d in held_out_domains}
-    records = [r for r in train_records if str(r.get("domain", "")) not in held_out]
-    drops: Counter = Counter({"held_out_domain": len(train_records) - len(records)})
-    records, failed = executing_records(records)
-    drops.update(failed)
-    if max_examples is not None and len(records) > max_examples:
-        records = random.Random(seed).sample(records, max_examples)
-    if not records:
-        raise CorpusError("no training record is left after dropping held-out domains and SQL that does not "
-                          f"execute ({dict(+drops)}): use a larger corpus.")
-    if prompt_schemas == "retrieved":
-        if encoder_model is None:
-            from coderag.retrieval.encoder import load_encoder
-
-            encoder_model = load_encoder(None)
-        schemas = retrieved_prompt_schemas(records, encoder_model, k)
-    else:
-        schemas = gold_prompt_schemas(records)
-    return build_sft_examples(records, schemas), +drops
-
-
 def finetune_generator(train_records: Sequence[dict], output_dir: str | os.PathLike, *,
                        held_out_domains: Iterable[str] = (), encoder_model=None, prompt_schemas: str = "retrieved",
-                       k: int = 3, max_examples: int | None = None, seed: int = 0, **training: Any) -> dict[str, Any]:
-    """:func:`prepare_sft_examples` then :func:`train_generator`: the whole ``coderag finetune-generator``.
+                       k: int = 3, max_examples: int | None = None, seed: int = 0, examples: int = 0,
+                       **training: Any) -> dict[str, Any]:
+    """:func:`~coderag.training.sft_data.prepare_sft_examples` then :func:`train_generator`: the whole ``coderag finetune-generator``.
 
     Args:
-        train_records, held_out_domains, encoder_model, prompt_schemas, k, max_examples, seed: as for
-            :func:`prepare_sft_examples`.
+        train_records, held_out_domains, encoder_model, prompt_schemas, k, max_examples, seed, examples: as
+            for :func:`~coderag.training.sft_data.prepare_sft_examples`.
         output_dir: the directory to write (replaced atomically).
         **training: keyword arguments of :func:`train_generator` (``base_model``, ``max_steps``, ``merge`` ...).
 
@@ -382,13 +193,13 @@ def finetune_generator(train_records: Sequence[dict], output_dir: str | os.PathL
         "batch_size", "learning_rate", "lora_r", "lora_alpha", "max_seq_length", "epochs", "max_steps")})
     _device(training.get("device"))  # a missing GPU fails before the data work
     started = time.perf_counter()
-    examples, drops = prepare_sft_examples(train_records, held_out_domains=held_out_domains,
-                                           encoder_model=encoder_model, prompt_schemas=prompt_schemas, k=k,
-                                           max_examples=max_examples, seed=seed)
+    conversations, drops = prepare_sft_examples(train_records, held_out_domains=held_out_domains,
+                                                encoder_model=encoder_model, prompt_schemas=prompt_schemas, k=k,
+                                                max_examples=max_examples, seed=seed, examples=examples)
     extra = {"records_seen": len(train_records), "held_out_domains": sorted({str(d) for d in held_out_domains}),
-             "prompt_schemas": prompt_schemas, "k": k, "dropped_records": dict(drops),
+             "prompt_schemas": prompt_schemas, "k": k, "examples": examples, "dropped_records": dict(drops),
              "prepare_seconds": round(time.perf_counter() - started, 2)}
-    return train_generator(examples, output_dir, seed=seed, extra_report=extra, **training)
+    return train_generator(conversations, output_dir, seed=seed, extra_report=extra, **training)
 
 
 def train_generator(examples: Sequence[SftExample], output_dir: str | os.PathLike, *, base_model: str | None = None,
@@ -399,7 +210,7 @@ def train_generator(examples: Sequence[SftExample], output_dir: str | os.PathLik
     """Fine-tune the generator with LoRA on ``examples`` (answer-token loss) and save it atomically.
 
     Args:
-        examples: the conversations (:func:`prepare_sft_examples`).
+        examples: the conversations (:func:`~coderag.training.sft_data.prepare_sft_examples`).
         output_dir: the directory to write (replaced atomically).
         base_model: the generator to start from: None (the offline SmolLM2 GGUF), a ``.gguf`` file, a
             model directory or a hub name (as :class:`~coderag.generation.llm.LocalTransformersGenerator`).
