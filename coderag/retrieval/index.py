@@ -38,8 +38,8 @@ from coderag.retrieval.ann import IndexSpec, apply_search_params, index_type_of,
 from coderag.retrieval.encoder import encode, encoder_dim
 from coderag.retrieval.encoder import encoder_fingerprint as fingerprint_of
 from coderag.retrieval.encoder import encoder_name as name_of
-from coderag.retrieval.examples import EXAMPLE_FILES, ExampleIndex
 from coderag.retrieval.exact_search import check_flat_search, flat_vectors, gemm_search, uses_gemm
+from coderag.retrieval.examples import EXAMPLE_FILES, ExampleIndex
 from coderag.retrieval.onnx_encoder import ENCODER_BACKENDS, ONNX_BACKENDS, ONNX_FILE, check_backend, export_onnx
 
 if TYPE_CHECKING:
