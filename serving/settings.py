@@ -16,7 +16,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from coderag.config import MAX_CANDIDATES, CodeRAGSettings, http_url
 from coderag.errors import ConfigError
-from coderag.retrieval.exact_search import GEMM_MIN_QUERIES
+from coderag.retrieval.exact_search import GEMM_MIN_QUERIES, GEMM_MIN_VECTORS
 
 DEFAULT_RETRIEVER_NAME = "coderag-retriever"
 DEFAULT_GENERATOR_NAME = "coderag-generator"
@@ -63,8 +63,8 @@ class RetrieverSettings(ServiceLimits):
     )
     flat_search: Literal["auto", "faiss", "gemm"] = Field(
         "auto", description="how a flat index is searched: gemm (one matrix product per micro-batch, exact), "
-                            f"faiss (IndexFlatIP.search), auto (gemm from {GEMM_MIN_QUERIES} queries a batch); IVF/HNSW: "
-                            "always faiss"
+                            f"faiss (IndexFlatIP.search), auto (gemm from {GEMM_MIN_QUERIES} queries a batch on "
+                            f"{GEMM_MIN_VECTORS}+ vectors); IVF/HNSW: always faiss"
     )
     background_load: bool = Field(
         False, description="start serving at once and load in the background (503 until ready)"

@@ -10,7 +10,7 @@ from expected import brute_force_top_k
 import coderag.retrieval.index as index_module
 from coderag.errors import ConfigError
 from coderag.retrieval.ann import IndexSpec
-from coderag.retrieval.exact_search import GEMM_MIN_QUERIES, flat_vectors, gemm_search, uses_gemm
+from coderag.retrieval.exact_search import GEMM_MIN_QUERIES, GEMM_MIN_VECTORS, flat_vectors, gemm_search, uses_gemm
 from coderag.retrieval.index import SchemaIndex
 
 
@@ -111,7 +111,7 @@ def test_flat_vectors_is_a_view_of_faiss_memory_not_a_copy():
         flat_vectors(faiss.IndexHNSWFlat(8, 16, faiss.METRIC_INNER_PRODUCT))
 
 
-def test_auto_searches_batches_of_gemm_min_queries_by_gemm_and_single_queries_by_faiss(monkeypatch):
+def test_auto_searches_large_flat_batches_by_gemm_and_the_rest_by_faiss(monkeypatch):
     calls = []
 
     def counting(vectors, queries, k):
@@ -119,7 +119,7 @@ def test_auto_searches_batches_of_gemm_min_queries_by_gemm_and_single_queries_by
         return gemm_search(vectors, queries, k)
 
     monkeypatch.setattr(index_module, "gemm_search", counting)
-    index = _index(_unit(200, 16, seed=10))
+    index = _index(_unit(GEMM_MIN_VECTORS, 16, seed=10))
     assert index.flat_search == "auto"
     index.search(_unit(1, 16, seed=11), 3)
     index.search(_unit(GEMM_MIN_QUERIES - 1, 16, seed=12), 3)
@@ -130,6 +130,9 @@ def test_auto_searches_batches_of_gemm_min_queries_by_gemm_and_single_queries_by
     index.search(_unit(1, 16, seed=15), 3)
     index.use_flat_search("faiss")
     index.search(_unit(64, 16, seed=16), 3)
+    assert calls == [GEMM_MIN_QUERIES, 64, 1]
+    small = _index(_unit(GEMM_MIN_VECTORS - 1, 16, seed=17))
+    small.search(_unit(64, 16, seed=18), 3)
     assert calls == [GEMM_MIN_QUERIES, 64, 1]
 
 
@@ -143,7 +146,7 @@ def test_hnsw_keeps_faiss_search_and_refuses_gemm(monkeypatch):
         index.use_flat_search("gemm")
     with pytest.raises(ConfigError, match="flat search must be one of auto, faiss, gemm"):
         index.use_flat_search("blas")
-    assert uses_gemm("auto", "ivf", 64) is False
+    assert uses_gemm("auto", "ivf", 64, 10 * GEMM_MIN_VECTORS) is False
 
 
 def test_gemm_refuses_queries_of_another_dimension():

@@ -12,8 +12,8 @@ FAISS's search.
 Which path a search takes (``flat_search``):
 
 =========  ==================================================================================
-``auto``   ``gemm`` for a flat index when a batch holds at least :data:`GEMM_MIN_QUERIES` queries,
-           ``faiss`` otherwise (and always for IVF / HNSW)
+``auto``   ``gemm`` for a flat index of at least :data:`GEMM_MIN_VECTORS` vectors when a batch holds
+           at least :data:`GEMM_MIN_QUERIES` queries, ``faiss`` otherwise (and always for IVF / HNSW)
 ``faiss``  ``index.search`` of FAISS
 ``gemm``   :func:`gemm_search` (flat indexes only)
 =========  ==================================================================================
@@ -30,9 +30,12 @@ import numpy as np
 from coderag.errors import ConfigError
 
 FLAT_SEARCH_MODES = ("auto", "faiss", "gemm")
-# Measured on the project's 2-core AVX2 box (100k x 384 vectors, k 10, 1 and 2 threads; README "CPU
-# retriever"): FAISS flat is faster at 1-2 queries (one scan each, no GEMM set-up), one GEMM from 4 on.
+# Measured on the project's 2-core AVX2 box (dim 384, k 10, 1 and 2 threads, FAISS and GEMM interleaved; README
+# "CPU retriever"). 100k vectors: GEMM / FAISS 0.7 at 1 query, 1.25 at 2, 2.4 at 4, 3.2 at 8 (1 thread; with 2
+# threads on the loaded box 1.05 at 4, 1.6 at 8). 10k: 0.2 at 1, 1.0 at 2, 1.3 at 4. 1k: FAISS wins up to 8
+# queries (GEMM's fixed cost, ~0.2 ms, is more than a whole scan), and a search there costs well under 1 ms.
 GEMM_MIN_QUERIES = 4
+GEMM_MIN_VECTORS = 10_000
 
 
 def check_flat_search(mode: str) -> str:
@@ -56,24 +59,27 @@ def check_flat_search(mode: str) -> str:
     return mode
 
 
-def uses_gemm(mode: str, index_type: str, n_queries: int) -> bool:
+def uses_gemm(mode: str, index_type: str, n_queries: int, n_vectors: int) -> bool:
     """Whether a search of ``n_queries`` rows on an ``index_type`` index goes through :func:`gemm_search`.
 
     Args:
         mode: ``auto``, ``faiss`` or ``gemm``.
         index_type: ``flat``, ``ivf`` or ``hnsw``.
         n_queries: the batch size.
+        n_vectors: the vectors in the index.
 
     Returns:
-        True for ``gemm`` on a flat index, and for ``auto`` on a flat index with at least
-        :data:`GEMM_MIN_QUERIES` queries.
+        True for ``gemm`` on a flat index, and for ``auto`` on a flat index of at least
+        :data:`GEMM_MIN_VECTORS` vectors searched with at least :data:`GEMM_MIN_QUERIES` queries.
 
     Raises:
         ConfigError: an unknown mode, or ``gemm`` asked of an IVF / HNSW index (it has no flat vectors).
 
     Example:
-        >>> uses_gemm("auto", "flat", 8), uses_gemm("auto", "flat", 1), uses_gemm("auto", "hnsw", 64)
-        (True, False, False)
+        >>> uses_gemm("auto", "flat", 8, 100_000), uses_gemm("auto", "flat", 1, 100_000)
+        (True, False)
+        >>> uses_gemm("auto", "flat", 8, 500), uses_gemm("auto", "hnsw", 64, 100_000)
+        (False, False)
     """
     check_flat_search(mode)
     if index_type != "flat":
@@ -81,7 +87,7 @@ def uses_gemm(mode: str, index_type: str, n_queries: int) -> bool:
             raise ConfigError(f"flat search 'gemm' needs a flat index, this one is {index_type}: "
                               "set flat_search to auto or faiss")
         return False
-    return mode == "gemm" or (mode == "auto" and n_queries >= GEMM_MIN_QUERIES)
+    return mode == "gemm" or (mode == "auto" and n_queries >= GEMM_MIN_QUERIES and n_vectors >= GEMM_MIN_VECTORS)
 
 
 def flat_vectors(index: faiss.IndexFlat) -> np.ndarray:

@@ -120,15 +120,16 @@ class SchemaIndex:
         self.encoder_onnx: dict[str, Any] | None = None  # the manifest's record of the ONNX file
         self.onnx_path: Path | None = None  # where that file is (a loaded index's directory)
         self._onnx_model: SentenceTransformer | None = None  # exported at save() when set
-        # Which path a search takes: auto (one GEMM per batch of GEMM_MIN_QUERIES+ on flat), faiss or gemm.
+        # Which path a search takes: auto (GEMM on a flat index for batches of GEMM_MIN_QUERIES+), faiss or gemm.
         self.flat_search = "auto"
 
     def use_flat_search(self, mode: str) -> None:
         """Search with ``mode``: ``auto``, ``faiss`` or ``gemm`` (see :mod:`coderag.retrieval.exact_search`).
 
         Args:
-            mode: ``auto`` (one GEMM per batch of at least ``GEMM_MIN_QUERIES`` queries on a flat index,
-                FAISS otherwise), ``faiss`` (always FAISS) or ``gemm`` (always one GEMM; flat indexes only).
+            mode: ``auto`` (one GEMM per batch of at least ``GEMM_MIN_QUERIES`` queries on a flat index of at
+                least ``GEMM_MIN_VECTORS`` vectors, FAISS otherwise), ``faiss`` (always FAISS) or ``gemm``
+                (always one GEMM; flat indexes only).
 
         Raises:
             ConfigError: an unknown mode, or ``gemm`` for an IVF / HNSW index.
@@ -138,7 +139,7 @@ class SchemaIndex:
             >>> index.use_flat_search("gemm"); index.flat_search
             'gemm'
         """
-        uses_gemm(check_flat_search(mode), index_type_of(self.faiss_index), 1)  # refuses gemm on IVF / HNSW
+        uses_gemm(check_flat_search(mode), index_type_of(self.faiss_index), 1, self.count)  # refuses gemm on IVF / HNSW
         self.flat_search = mode
 
     def use_encoder_backend(self, backend: str, encoder_model: SentenceTransformer | None = None) -> None:
@@ -298,9 +299,10 @@ class SchemaIndex:
     def search(self, query_vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` cosine scores and snippet ids per query row; ``k`` is clipped to the index size.
 
-        Returns ``(scores, ids)``, both of shape (n_queries, min(k, count)), best first. A flat index
-        answers a batch of ``GEMM_MIN_QUERIES`` or more queries with one GEMM (exact, the same results as
-        FAISS; equal scores by lowest id), anything else with FAISS; :meth:`use_flat_search` overrides it.
+        Returns ``(scores, ids)``, both of shape (n_queries, min(k, count)), best first. A flat index of
+        ``GEMM_MIN_VECTORS`` or more answers a batch of ``GEMM_MIN_QUERIES`` or more queries with one GEMM
+        (exact, the same results as FAISS; equal scores by lowest id), anything else goes to FAISS;
+        :meth:`use_flat_search` overrides it.
 
         Args:
             query_vectors: unit query embeddings, shape (n_queries, dim) or (dim,).
@@ -332,7 +334,7 @@ class SchemaIndex:
         k = min(int(k), self.count)
         if queries.shape[0] == 0:
             return np.zeros((0, k), dtype=np.float32), np.zeros((0, k), dtype=np.int64)
-        if uses_gemm(self.flat_search, index_type_of(self.faiss_index), queries.shape[0]):
+        if uses_gemm(self.flat_search, index_type_of(self.faiss_index), queries.shape[0], self.count):
             return gemm_search(flat_vectors(self.faiss_index), queries, k)
         scores, ids = self.faiss_index.search(queries, k)
         return scores, ids
