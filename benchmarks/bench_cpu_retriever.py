@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                         help="encoder / FAISS threads in the server and in-process (default: the usable cores)")
     parser.add_argument("--max-batch-size", type=int, default=64)
-    parser.add_argument("--batch-wait-ms", type=float, default=2.0)
+    parser.add_argument("--batch-wait-ms", default="2.0",
+                        help="micro-batcher wait(s) in ms; a comma-separated list runs the service once per value")
     parser.add_argument("--backends", default=",".join(BACKENDS))
     parser.add_argument("--search-paths", default=",".join(SEARCH_PATHS),
                         help="flat_search values the service runs with (faiss, gemm, auto)")
@@ -133,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     backends = [b for b in args.backends.split(",") if b]
     paths = [p for p in args.search_paths.split(",") if p]
+    waits = [float(w) for w in str(args.batch_wait_ms).split(",") if w]
 
     import faiss
     import torch
@@ -140,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     faiss.omp_set_num_threads(args.threads)
 
-    from serving_harness import scrape_metrics, start_service
+    from serving_harness import metric_value, scrape_metrics, start_service
 
     from coderag.retrieval.encoder import encode, encoder_fingerprint, load_encoder
     from coderag.retrieval.index import SchemaIndex
@@ -198,30 +200,32 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Recall@10 vs torch fp32 flat over {len(questions)} questions: {recall['full']:.4f} on the "
                   f"{full_index.count} index, {recall['real']:.4f} on the {real_index.count} real snippets; "
                   f"min cosine to fp32 {cosine:.5f}; encode alone {batch_qps:.0f} q/s (batches of 64)", flush=True)
-            for path in paths:
-                print(f"-- {backend}, flat_search {path} -- {uptime()}", flush=True)
+            for path, wait in [(p, w) for p in paths for w in waits]:
+                print(f"-- {backend}, flat_search {path}, batch_wait_ms {wait} -- {uptime()}", flush=True)
                 full_index.use_flat_search(path)
                 service = start_service(
                     "retriever",
                     ["--index_dir", str(index_dir), "--encoder_backend", backend, "--cpu_threads", str(args.threads),
-                     "--max_batch_size", str(args.max_batch_size), "--batch_wait_ms", str(args.batch_wait_ms),
+                     "--max_batch_size", str(args.max_batch_size), "--batch_wait_ms", str(wait),
                      "--flat_search", path],
                     Path(tmp), model_name="coderag-retriever", env={"OMP_NUM_THREADS": str(args.threads)},
                 )
                 try:
                     run_in_process(query_encoder, full_index, load[: args.clients * 2], args.clients, args.k)  # warm-up
                     served = run_service(service.url, "coderag-retriever", load, args.clients, args.k)
-                    sizes = {name.split("{")[0]: value for name, value in scrape_metrics(service.url).items()
-                             if name.startswith("coderag_retriever_batch_size_")}
+                    samples = scrape_metrics(service.url)
                     local = run_in_process(query_encoder, full_index, load, args.clients, args.k)
                 finally:
                     service.stop()
                 full_index.use_flat_search("auto")
-                batch = (sizes.get("coderag_retriever_batch_size_sum", 0)
-                         / max(sizes.get("coderag_retriever_batch_size_count", 0), 1))
-                print(f"service micro-batches: {batch:.1f} queries on average", flush=True)
-                rows.append({"backend": backend, "path": path, "service": served, "local": local, "recall": recall,
-                             "batch": batch})
+                batches = max(metric_value(samples, "coderag_retriever_batch_size_count", service="retriever"), 1)
+                batch = metric_value(samples, "coderag_retriever_batch_size_sum", service="retriever") / batches
+                stage_ms = {stage: 1000 * metric_value(samples, "coderag_stage_latency_seconds_sum", service="retriever",
+                                                       stage=stage) / batches for stage in ("embed", "search")}
+                print(f"service micro-batches: {batch:.1f} queries on average; per batch embed {stage_ms['embed']:.1f} "
+                      f"ms, search {stage_ms['search']:.1f} ms", flush=True)
+                rows.append({"backend": backend, "path": path, "wait": wait, "service": served, "local": local,
+                             "recall": recall, "batch": batch, "stage_ms": stage_ms})
 
     print(f"\nend: {uptime()}")
     if search_rows:
@@ -229,16 +233,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'batch':>5} {'faiss q/s':>9} {'gemm q/s':>9} {'gemm/faiss':>10}")
         for r in search_rows:
             print(f"{r['batch']:5d} {r['faiss']:9.1f} {r['gemm']:9.1f} {r['gemm'] / r['faiss']:10.2f}")
-    base_qps = {r["backend"]: r["service"]["qps"] for r in rows if r["path"] == "faiss"}
+    # x faiss: against the same backend's faiss path at the same wait; x torch: against torch + faiss.
+    base_qps = {(r["backend"], r["wait"]): r["service"]["qps"] for r in rows if r["path"] == "faiss"}
     torch_qps = next((r["service"]["qps"] for r in rows if r["backend"] == "torch" and r["path"] == "faiss"), None)
-    print(f"\n{'backend':<10} {'search':<6} {'svc q/s':>8} {'x faiss':>7} {'x torch':>7} {'p50 ms':>7} {'p99 ms':>7} "
-          f"{'inproc q/s':>10} {'svc/inproc':>10} {'batch':>5} {'R@10 100k':>9} {'R@10 real':>9}")
+    print(f"\n{'backend':<10} {'search':<6} {'wait':>5} {'svc q/s':>8} {'x faiss':>7} {'x torch':>7} {'p50 ms':>7} "
+          f"{'p99 ms':>7} {'inproc q/s':>10} {'svc/inproc':>10} {'batch':>5} {'embed ms':>8} {'search ms':>9} "
+          f"{'R@10 100k':>9} {'R@10 real':>9}")
     for r in rows:
         s, loc = r["service"], r["local"]
-        vs_faiss = s["qps"] / base_qps[r["backend"]] if r["backend"] in base_qps else float("nan")
+        faiss_qps = base_qps.get((r["backend"], r["wait"]))
+        vs_faiss = s["qps"] / faiss_qps if faiss_qps else float("nan")
         vs_torch = s["qps"] / torch_qps if torch_qps else float("nan")
-        print(f"{r['backend']:<10} {r['path']:<6} {s['qps']:8.1f} {vs_faiss:7.2f} {vs_torch:7.2f} {s['p50_ms']:7.1f} "
-              f"{s['p99_ms']:7.1f} {loc['qps']:10.1f} {s['qps'] / loc['qps']:10.2f} {r['batch']:5.1f} "
+        print(f"{r['backend']:<10} {r['path']:<6} {r['wait']:5.1f} {s['qps']:8.1f} {vs_faiss:7.2f} {vs_torch:7.2f} "
+              f"{s['p50_ms']:7.1f} {s['p99_ms']:7.1f} {loc['qps']:10.1f} {s['qps'] / loc['qps']:10.2f} "
+              f"{r['batch']:5.1f} {r['stage_ms']['embed']:8.1f} {r['stage_ms']['search']:9.1f} "
               f"{r['recall']['full']:9.4f} {r['recall']['real']:9.4f}")
     print("goals: >= 300 q/s, p99 < 60 ms, service / in-process >= 0.8, Recall@10 >= 0.99")
     return 0
