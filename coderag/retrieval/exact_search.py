@@ -30,11 +30,12 @@ import numpy as np
 from coderag.errors import ConfigError
 
 FLAT_SEARCH_MODES = ("auto", "faiss", "gemm")
-# Measured on the project's 2-core AVX2 box (dim 384, k 10, 1 and 2 threads, FAISS and GEMM interleaved; README
-# "CPU retriever"). 100k vectors: GEMM / FAISS 0.7 at 1 query, 1.25 at 2, 2.4 at 4, 3.2 at 8 (1 thread; with 2
-# threads on the loaded box 1.05 at 4, 1.6 at 8). 10k: 0.2 at 1, 1.0 at 2, 1.3 at 4. 1k: FAISS wins up to 8
-# queries (GEMM's fixed cost, ~0.2 ms, is more than a whole scan), and a search there costs well under 1 ms.
-GEMM_MIN_QUERIES = 4
+# Measured on the project's 2-core AVX2 box (dim 384, k 5-10, FAISS and GEMM interleaved, the box shared with
+# other jobs; README "Exact flat search as one GEMM"). 100k vectors, 2 threads, three runs: GEMM / FAISS at
+# 4 queries 1.05 / 1.15 / 0.85, at 6 1.36 / 1.16 / 1.10, at 8 1.60 / 1.45 / 1.46, at 64 3.0-3.7 (1 thread: 2.4
+# at 4). 6 is the smallest batch GEMM won in every run. 10k vectors: about even at 2, 1.3 at 4 (1 thread); 1k:
+# FAISS wins up to 8 queries (GEMM's fixed cost, ~0.2 ms, is more than a whole scan).
+GEMM_MIN_QUERIES = 6
 GEMM_MIN_VECTORS = 10_000
 
 
