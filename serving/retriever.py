@@ -75,6 +75,7 @@ class RetrieverModel(ServiceModel):
         # Ready only when consistent: another dim, or other weights than the index was built with, raise
         # SchemaIndexError (with the rebuild hint) instead of serving silently worse results.
         self.index.check_compatible(self.encoder_model, strict=True)
+        self.index.use_flat_search(self.settings.flat_search)  # gemm on an IVF / HNSW index: ConfigError
         # Unset: the backend the index was built for; another ONNX backend than the index's is refused.
         self.query_encoder = load_query_encoder(self.index, self.encoder_model, self.settings.encoder_backend,
                                                 threads=self.settings.cpu_threads)
@@ -113,7 +114,8 @@ class RetrieverModel(ServiceModel):
 
     # --- the work -----------------------------------------------------------------------------------
     def search_batch(self, texts: list[str], k: int) -> list[list[RetrievedSchema]]:
-        """Embed ``texts`` in one batch and search them in one FAISS call; top-``k`` per text, best first."""
+        """Embed ``texts`` in one batch and search them in one call (one GEMM or one FAISS search, per the
+        index's ``flat_search``); top-``k`` per text, best first."""
         labels = {"service": self.service}
         floor = self.settings.min_score
         t0 = time.perf_counter()

@@ -10,12 +10,13 @@ ones a service uses, which become its flags (secrets never do: ``CODERAG_LLM_API
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from coderag.config import MAX_CANDIDATES, CodeRAGSettings, http_url
 from coderag.errors import ConfigError
+from coderag.retrieval.exact_search import GEMM_MIN_QUERIES, GEMM_MIN_VECTORS
 
 DEFAULT_RETRIEVER_NAME = "coderag-retriever"
 DEFAULT_GENERATOR_NAME = "coderag-generator"
@@ -43,7 +44,7 @@ class RetrieverSettings(ServiceLimits):
     model_config = CodeRAGSettings.model_config | {"env_prefix": "CODERAG_RETRIEVER_"}
     FLAG_FIELDS: ClassVar = ("storage_uri", "index_dir", "encoder", "k", "max_k", "min_score", "max_question_chars",
                              "max_queries_per_request", "max_batch_size", "batch_wait_ms", "encoder_backend",
-                             "cpu_threads", "background_load",
+                             "cpu_threads", "flat_search", "background_load",
                              *LIMIT_FIELDS)
 
     storage_uri: Path | None = Field(
@@ -59,6 +60,11 @@ class RetrieverSettings(ServiceLimits):
     cpu_threads: int | None = Field(
         None, ge=1, le=256, description="threads that embed and search a batch (ONNX Runtime intra-op, torch, "
                                         "FAISS OpenMP); default: the CPU cores this process may use"
+    )
+    flat_search: Literal["auto", "faiss", "gemm"] = Field(
+        "auto", description="how a flat index is searched: gemm (one matrix product per micro-batch, exact), "
+                            f"faiss (IndexFlatIP.search), auto (gemm from {GEMM_MIN_QUERIES} queries a batch on "
+                            f"{GEMM_MIN_VECTORS}+ vectors); IVF/HNSW: always faiss"
     )
     background_load: bool = Field(
         False, description="start serving at once and load in the background (503 until ready)"

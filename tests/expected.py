@@ -27,6 +27,23 @@ def brute_force_retrieval(model, snippets: list[str], questions: list[str], gold
             "mrr@10": float(np.mean(np.where(ranks <= 10, 1.0 / ranks, 0.0)))}
 
 
+def brute_force_top_k(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` inner products per query row in float64 by sorting every score, equal scores lowest id first.
+
+    Args:
+        vectors: the indexed rows, shape (n, d).
+        queries: the query rows, shape (n_queries, d).
+        k: results per query (clipped to n).
+
+    Returns:
+        ``(scores, ids)`` of shape (n_queries, min(k, n)), best first.
+    """
+    scores = np.asarray(queries, np.float64) @ np.asarray(vectors, np.float64).T
+    ids = np.arange(scores.shape[1])
+    order = np.array([np.lexsort((ids, -row))[:k] for row in scores]).reshape(len(scores), -1)
+    return np.take_along_axis(scores, order, 1), order
+
+
 def held_out_retrieval(corpus_dir, model_dir, index_dir) -> dict[str, float]:
     """:func:`brute_force_retrieval` of a pipeline run's held-out questions over its saved index, from its artifacts.
 

@@ -270,3 +270,40 @@ def test_grpc_is_off_unless_asked_for(service):
     parser = build_service_parser(service)
     assert parser.parse_args([]).enable_grpc is False
     assert parser.parse_args(["--enable_grpc", "true"]).enable_grpc is True
+
+
+def test_retriever_searching_by_gemm_answers_what_faiss_finds(serving_index_dir, built_schema_index, encoder_model,
+                                                               tmp_path):
+    from coderag.retrieval.encoder import encode
+
+    questions = ["Which patients were admitted to each hospital ward?", "List flights by origin airport",
+                 "power plants by fuel type", "album release year by artist", "average gpa per major"]
+    service = start_service("retriever", ["--index_dir", str(serving_index_dir), "--flat_search", "gemm"], tmp_path,
+                            model_name=MODEL)
+    try:
+        response = _v1(service, [{"query": q, "k": 5} for q in questions])
+    finally:
+        service.stop()
+    scores, ids = built_schema_index.faiss_index.search(encode(encoder_model, questions), 5)
+    got = response["predictions"]
+    assert [[h["snippet_id"] for h in p["results"]] for p in got] == ids.tolist()
+    for prediction, row in zip(got, scores.tolist(), strict=True):
+        assert [h["score"] for h in prediction["results"]] == pytest.approx(row, abs=1e-5)
+
+
+def test_gemm_search_on_an_hnsw_index_keeps_the_retriever_unready_with_the_reason(encoder_model, tmp_path):
+    import numpy as np
+
+    from coderag.retrieval.ann import IndexSpec
+    from coderag.retrieval.encoder import encoder_fingerprint
+    from coderag.retrieval.index import SchemaIndex
+
+    vectors = np.random.default_rng(0).standard_normal((50, 384)).astype("float32")
+    index = SchemaIndex.from_vectors(vectors, [f"CREATE TABLE t{i} (x INT);" for i in range(50)],
+                                     encoder_name="builtin", encoder_fingerprint=encoder_fingerprint(encoder_model),
+                                     spec=IndexSpec("hnsw"))
+    settings = RetrieverSettings(index_dir=tmp_path, flat_search="gemm")
+    model = RetrieverModel(MODEL, settings, index=index, encoder_model=encoder_model)
+    assert model.load_or_record() is False and not model.ready
+    assert model.load_error == ("flat search 'gemm' needs a flat index, this one is hnsw: "
+                                "set flat_search to auto or faiss")

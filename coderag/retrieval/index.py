@@ -38,6 +38,7 @@ from coderag.retrieval.ann import IndexSpec, apply_search_params, index_type_of,
 from coderag.retrieval.encoder import encode, encoder_dim
 from coderag.retrieval.encoder import encoder_fingerprint as fingerprint_of
 from coderag.retrieval.encoder import encoder_name as name_of
+from coderag.retrieval.exact_search import check_flat_search, flat_vectors, gemm_search, uses_gemm
 from coderag.retrieval.examples import EXAMPLE_FILES, ExampleIndex
 from coderag.retrieval.onnx_encoder import ENCODER_BACKENDS, ONNX_BACKENDS, ONNX_FILE, check_backend, export_onnx
 
@@ -119,6 +120,27 @@ class SchemaIndex:
         self.encoder_onnx: dict[str, Any] | None = None  # the manifest's record of the ONNX file
         self.onnx_path: Path | None = None  # where that file is (a loaded index's directory)
         self._onnx_model: SentenceTransformer | None = None  # exported at save() when set
+        # Which path a search takes: auto (GEMM on a flat index for batches of GEMM_MIN_QUERIES+), faiss or gemm.
+        self.flat_search = "auto"
+
+    def use_flat_search(self, mode: str) -> None:
+        """Search with ``mode``: ``auto``, ``faiss`` or ``gemm`` (see :mod:`coderag.retrieval.exact_search`).
+
+        Args:
+            mode: ``auto`` (one GEMM per batch of at least ``GEMM_MIN_QUERIES`` queries on a flat index of at
+                least ``GEMM_MIN_VECTORS`` vectors, FAISS otherwise), ``faiss`` (always FAISS) or ``gemm``
+                (always one GEMM; flat indexes only).
+
+        Raises:
+            ConfigError: an unknown mode, or ``gemm`` for an IVF / HNSW index.
+
+        Example:
+            >>> index = SchemaIndex.from_vectors(np.eye(2), ["CREATE TABLE a (x INT);", "CREATE TABLE b (y INT);"])
+            >>> index.use_flat_search("gemm"); index.flat_search
+            'gemm'
+        """
+        uses_gemm(check_flat_search(mode), index_type_of(self.faiss_index), 1, self.count)  # refuses gemm on IVF / HNSW
+        self.flat_search = mode
 
     def use_encoder_backend(self, backend: str, encoder_model: SentenceTransformer | None = None) -> None:
         """Serve questions with ``backend``: an ONNX one is exported from ``encoder_model`` when the index is saved.
@@ -277,7 +299,10 @@ class SchemaIndex:
     def search(self, query_vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` cosine scores and snippet ids per query row; ``k`` is clipped to the index size.
 
-        Returns ``(scores, ids)``, both of shape (n_queries, min(k, count)), best first.
+        Returns ``(scores, ids)``, both of shape (n_queries, min(k, count)), best first. A flat index of
+        ``GEMM_MIN_VECTORS`` or more answers a batch of ``GEMM_MIN_QUERIES`` or more queries with one GEMM
+        (exact, the same results as FAISS; equal scores by lowest id), anything else goes to FAISS;
+        :meth:`use_flat_search` overrides it.
 
         Args:
             query_vectors: unit query embeddings, shape (n_queries, dim) or (dim,).
@@ -309,6 +334,8 @@ class SchemaIndex:
         k = min(int(k), self.count)
         if queries.shape[0] == 0:
             return np.zeros((0, k), dtype=np.float32), np.zeros((0, k), dtype=np.int64)
+        if uses_gemm(self.flat_search, index_type_of(self.faiss_index), queries.shape[0], self.count):
+            return gemm_search(flat_vectors(self.faiss_index), queries, k)
         scores, ids = self.faiss_index.search(queries, k)
         return scores, ids
 
