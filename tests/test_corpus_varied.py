@@ -151,3 +151,17 @@ def test_no_two_varied_contexts_share_one_schema():
     per_domain = Counter(r["domain"] for r in {r["sql_context"]: r for r in records}.values())
     schemas = dedupe_schemas(records)
     assert len(schemas.snippets) == sum(per_domain.values())
+
+
+def test_cli_builds_the_varied_corpus_by_its_source_name(tmp_path, capsys):
+    import json
+
+    from coderag.cli import main
+
+    out = tmp_path / "varied.jsonl"
+    assert main(["corpus", "build", "--corpus", "builtin-varied", "--n-records", "90", "--seed", "4",
+                 "--out", str(out)]) == 0
+    assert [json.loads(x) for x in out.read_text().splitlines()] == generate_corpus(90, seed=4, features=VARIED)
+    capsys.readouterr()
+    assert main(["corpus", "stats", "--corpus", "builtin-varied", "--n-records", "700", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["domains"] > 40
