@@ -78,6 +78,11 @@ CONFIGS = {
     # one mined negative a pair, restricted to sibling schemas of the pair's own domain
     "full-varied-sibling-neg1": {"pairs": 0, "batch": 256, "epochs": 3, "lr": 5e-5, "negatives": 1, "cached": True,
                                  "data": "varied", "same_domain": True},
+    # the best varied set on the first H200 run (no Spider-like naming), with the classic pairs / siblings
+    "full-classic+no-naming": {"pairs": 0, "batch": 256, "epochs": 3, "lr": 5e-5, "negatives": 0, "cached": True,
+                               "data": ["classic", "varied-no-naming"]},
+    "full-no-naming-sibling-neg1": {"pairs": 0, "batch": 256, "epochs": 3, "lr": 5e-5, "negatives": 1,
+                                    "cached": True, "data": "varied-no-naming", "same_domain": True},
 }
 # prepare --varied-records: data set name -> generator features
 VARIED_SETS = {
