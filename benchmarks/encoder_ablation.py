@@ -11,7 +11,12 @@ Two steps, so the accelerator machine needs only torch, sentence-transformers an
    held-out synthetic and Spider dev with exact (brute-force) cosine search; prints a table and writes
    ``ablation.json``. Hard negatives are mined here with the base encoder (exact top-k, TopK-PercPos
    like :mod:`coderag.training.negatives`), from the train-side schema snippets: siblings of a pair's own
-   schema, never the positive itself.
+   schema, never the positive itself (``same_domain`` configs: only schemas of the pair's own domain).
+
+``prepare --varied-records N`` also writes one data set per :data:`VARIED_SETS` feature mix (a
+``builtin-varied`` corpus of N records, the classic held-out domains left out, so every configuration is
+scored on the same held-out questions) and ``heldout_varied`` (those held-out domains as the varied
+generator writes them); the ``*-varied*`` configs train on them.
 
 Example (tiny, CPU)::
 
