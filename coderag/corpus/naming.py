@@ -98,7 +98,7 @@ class NamingStyle:
 
 
 def draw_naming_style(rng: random.Random) -> NamingStyle:
-    """A seeded naming style: about a third of schemas stay plain snake_case, as in the classic corpus.
+    """A seeded naming style: about a third of schemas stay snake_case, as in the classic corpus.
 
     Args:
         rng: the schema's random stream.
