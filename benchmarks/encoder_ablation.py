@@ -11,11 +11,16 @@ Two steps, so the accelerator machine needs only torch, sentence-transformers an
    held-out synthetic and Spider dev with exact (brute-force) cosine search; prints a table and writes
    ``ablation.json``. Hard negatives are mined here with the base encoder (exact top-k, TopK-PercPos
    like :mod:`coderag.training.negatives`), from the train-side schema snippets: siblings of a pair's own
-   schema, never the positive itself.
+   schema, never the positive itself (``same_domain`` configs: only schemas of the pair's own domain).
+
+``prepare --varied-records N`` also writes one data set per :data:`VARIED_SETS` feature mix (a
+``builtin-varied`` corpus of N records, the classic held-out domains left out, so every configuration is
+scored on the same held-out questions) and ``heldout_varied`` (those held-out domains as the varied
+generator writes them); the ``*-varied*`` configs train on them.
 
 Example (tiny, CPU)::
 
-    python3 benchmarks/encoder_ablation.py prepare --out /tmp/abl --n-records 300
+    python3 benchmarks/encoder_ablation.py prepare --out /tmp/abl --n-records 300 [--varied-records 4000]
     python3 benchmarks/encoder_ablation.py run --data /tmp/abl --out /tmp/abl/out --configs base,laptop --tiny
 """
 
@@ -59,10 +64,97 @@ CONFIGS = {
                       "data": "more"},
     "more-b128-neg1-2ep": {"pairs": 0, "batch": 128, "epochs": 2, "lr": 5e-5, "negatives": 1, "cached": True,
                            "data": "more"},
+    # the builtin-varied generator (needs `prepare --varied-records N`): its train-side domains only (the
+    # classic held-out domains are left out of every varied set), every feature or all but one
+    "laptop-varied": {"pairs": 256, "batch": 16, "max_steps": 16, "epochs": 1, "lr": 5e-5, "negatives": 0,
+                      "cached": False, "data": "varied"},
+    "full-varied": {"pairs": 0, "batch": 256, "epochs": 3, "lr": 5e-5, "negatives": 0, "cached": True,
+                    "data": "varied"},
+    "full-classic+varied": {"pairs": 0, "batch": 256, "epochs": 3, "lr": 5e-5, "negatives": 0, "cached": True,
+                            "data": ["classic", "varied"]},
+    "full-varied-no-synonyms": {"pairs": 0, "batch": 256, "epochs": 3, "lr": 5e-5, "negatives": 0, "cached": True,
+                                "data": "varied-no-synonyms"},
+    "full-varied-no-naming": {"pairs": 0, "batch": 256, "epochs": 3, "lr": 5e-5, "negatives": 0, "cached": True,
+                              "data": "varied-no-naming"},
+    "full-varied-no-shapes": {"pairs": 0, "batch": 256, "epochs": 3, "lr": 5e-5, "negatives": 0, "cached": True,
+                              "data": "varied-no-shapes"},
+    "full-domains-only": {"pairs": 0, "batch": 256, "epochs": 3, "lr": 5e-5, "negatives": 0, "cached": True,
+                          "data": "varied-domains-only"},
+    # one mined negative a pair, restricted to sibling schemas of the pair's own domain
+    "full-varied-sibling-neg1": {"pairs": 0, "batch": 256, "epochs": 3, "lr": 5e-5, "negatives": 1, "cached": True,
+                                 "data": "varied", "same_domain": True},
+    # the best varied set on the first H200 run (no Spider-like naming), with the classic pairs / siblings
+    "full-classic+no-naming": {"pairs": 0, "batch": 256, "epochs": 3, "lr": 5e-5, "negatives": 0, "cached": True,
+                               "data": ["classic", "varied-no-naming"]},
+    "full-no-naming-sibling-neg1": {"pairs": 0, "batch": 256, "epochs": 3, "lr": 5e-5, "negatives": 1,
+                                    "cached": True, "data": "varied-no-naming", "same_domain": True},
+}
+# prepare --varied-records: data set name -> generator features
+VARIED_SETS = {
+    "varied": ("domains", "shapes", "naming", "synonyms"),
+    "varied-no-synonyms": ("domains", "shapes", "naming"),
+    "varied-no-naming": ("domains", "shapes", "synonyms"),
+    "varied-no-shapes": ("domains", "naming", "synonyms"),
+    "varied-domains-only": ("domains",),
 }
 
 
-def prepare(out: Path, n_records: int, seed: int, more_records: int = 0) -> None:
+def _packed_pairs(pairs: list[dict], schemas: list[str]) -> list[dict]:
+    """Pairs with the positive as an index into ``schemas`` (positives repeat: this keeps the file small)."""
+    where = {text: i for i, text in enumerate(schemas)}
+    return [{"anchor": p["anchor"], "pos": where[p["positive"]], "task": p["task"], "domain": p["domain"]}
+            for p in pairs]
+
+
+def _unpacked(source: dict) -> dict:
+    """The inverse of :func:`_packed_pairs` for one data set (a no-op on sets written unpacked)."""
+    if source.get("pairs") and "pos" in source["pairs"][0]:
+        schemas = source["positives"]
+        source["pairs"] = [{"anchor": p["anchor"], "positive": schemas[p["pos"]], "task": p["task"],
+                            "domain": p["domain"]} for p in source["pairs"]]
+    return source
+
+
+def _schema_domains(records: list[dict]) -> dict[str, str]:
+    from coderag.corpus import dedupe_schemas
+
+    corpus = dedupe_schemas(records)
+    return {corpus.snippets[j]: records[i]["domain"] for i, j in enumerate(corpus.record_to_snippet)}
+
+
+def prepare_varied(out: Path, data: dict, n_records: int, seed: int, held_domains: set[str], spider) -> None:
+    """Add every :data:`VARIED_SETS` data set (train-side pairs of a builtin-varied corpus of ``n_records``
+    records, the classic held-out domains left out) and ``heldout_varied`` (the varied corpus's records in
+    those held-out domains, searched among all of its schemas) to ``data``."""
+    from coderag.corpus import dedupe_schemas
+    from coderag.corpus.generator import generate_corpus
+    from coderag.pipeline.stages import RETRIEVAL_CATEGORIES, RETRIEVAL_TASKS
+    from coderag.training.artifacts import load_pairs, select_pairs
+    from coderag.training.leakage import check_no_outside_data, pair_texts
+    from coderag.training.synthesis import synthesize_pairs
+
+    for name, features in VARIED_SETS.items():
+        records = generate_corpus(n_records, seed=seed, features=frozenset(features))
+        train = [r for r in records if r["domain"] not in held_domains]
+        synthesize_pairs(train, out / f"pairs_{name}", categories=RETRIEVAL_CATEGORIES, seed=seed, show_progress=False)
+        pairs = select_pairs(load_pairs(out / f"pairs_{name}"), RETRIEVAL_TASKS, 0, seed)
+        check_no_outside_data(pair_texts(pairs), [r["sql_prompt"] for r in spider.records], spider.schemas.values())
+        domains = _schema_domains(train)
+        positives = sorted({p["positive"] for p in pairs} | set(domains))
+        data[name] = {"pairs": _packed_pairs(pairs, positives), "positives": positives,
+                      "train_schemas": sorted(domains), "schema_domains": domains,
+                      "domains": len({r["domain"] for r in train})}
+        print(f"{name}: {len(pairs)} pairs over {len(domains)} schemas of {data[name]['domains']} domains",
+              flush=True)
+        if name == "varied":
+            held = [r for r in records if r["domain"] in held_domains]
+            everything = dedupe_schemas(train + held)
+            data["heldout_varied"] = {"corpus": everything.snippets, "queries": [r["sql_prompt"] for r in held],
+                                      "gold": everything.record_to_snippet[len(train):]}
+            print(f"heldout_varied: {len(held)} queries over {len(everything.snippets)} schemas", flush=True)
+
+
+def prepare(out: Path, n_records: int, seed: int, more_records: int = 0, varied_records: int = 0) -> None:
     from coderag.corpus import dedupe_schemas, load_corpus
     from coderag.corpus.spider import load_spider
     from coderag.pipeline.stages import RETRIEVAL_CATEGORIES, RETRIEVAL_TASKS
@@ -99,11 +191,15 @@ def prepare(out: Path, n_records: int, seed: int, more_records: int = 0) -> None
                                    "domain": p["domain"]} for p in more_pairs],
                         "train_schemas": sorted(set(dedupe_schemas(more).snippets))}
         print(f"more: {len(more_pairs)} pairs over {len(data['more']['train_schemas'])} schemas")
+    if varied_records:
+        prepare_varied(out, data, varied_records, seed, {r["domain"] for r in held_out}, spider)
     db_ids = list(spider.schemas)
     data["spider"] = {"corpus": [spider.schemas[d] for d in db_ids],
                       "queries": [r["sql_prompt"] for r in spider.records],
                       "gold": [db_ids.index(r["domain"]) for r in spider.records]}
-    (out / "ablation_data.json").write_text(json.dumps(data))
+    import gzip
+
+    (out / "ablation_data.json.gz").write_bytes(gzip.compress(json.dumps(data).encode(), 9))
     print(f"pairs {len(data['pairs'])}, train schemas {len(data['train_schemas'])}, held-out queries "
           f"{len(held_out)} over {len(everything.snippets)} schemas, spider {len(spider.records)} over {len(db_ids)}")
 
@@ -133,10 +229,14 @@ def score(model, split: dict) -> dict[str, float]:
 
 
 def mine_sibling_negatives(model, pairs: list[dict], schemas: list[str], n: int, *, top_k: int = 30,
-                           perc_pos: float = 0.95) -> list[dict]:
+                           perc_pos: float = 0.95, schema_domains: dict[str, str] | None = None) -> list[dict]:
     """Add negative_1..n: the schemas closest to the anchor below perc_pos x its positive's score, never
-    the positive (these are mostly sibling variants of the same domain)."""
+    the positive (these are mostly sibling variants of the same domain); with ``schema_domains`` only
+    schemas of the pair's own domain qualify."""
     import torch
+
+    if schema_domains is not None:
+        top_k = len(schemas)
 
     docs = _encode(model, schemas)
     anchors = _encode(model, [p["anchor"] for p in pairs])
@@ -148,7 +248,8 @@ def mine_sibling_negatives(model, pairs: list[dict], schemas: list[str], n: int,
     for i, pair in enumerate(pairs):
         picked = []
         for s, j in zip(top.values[i].tolist(), top.indices[i].tolist(), strict=True):
-            if schemas[j] != pair["positive"] and s < perc_pos * float(pos_scores[i]):
+            same = schema_domains is None or schema_domains.get(schemas[j]) == pair["domain"]
+            if same and schemas[j] != pair["positive"] and s < perc_pos * float(pos_scores[i]):
                 picked.append(schemas[j])
             if len(picked) == n:
                 break
@@ -242,6 +343,9 @@ def run(data_dir: Path, out: Path, names: list[str], base: str, tiny: bool, seed
         data = json.loads(gzip.decompress(packed.read_bytes()))
     else:
         data = json.loads((data_dir / "ablation_data.json").read_text())
+    for value in data.values():
+        if isinstance(value, dict) and "pairs" in value:
+            _unpacked(value)
     out.mkdir(parents=True, exist_ok=True)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     card = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
@@ -254,7 +358,11 @@ def run(data_dir: Path, out: Path, names: list[str], base: str, tiny: bool, seed
         row: dict = {"config": cfg}
         t0 = time.perf_counter()
         if cfg is not None:
-            source = data[cfg["data"]] if "data" in cfg else data
+            names = cfg.get("data", "classic")
+            sources = [data if n == "classic" else data[n] for n in ([names] if isinstance(names, str) else names)]
+            source = {"pairs": [p for src in sources for p in src["pairs"]],
+                      "train_schemas": sorted({t for src in sources for t in src["train_schemas"]}),
+                      "schema_domains": {k: v for src in sources for k, v in src.get("schema_domains", {}).items()}}
             pairs = [p for p in source["pairs"] if p["task"] in cfg.get("tasks", [p["task"]])]
             if "domains_fraction" in cfg:
                 domains = sorted({p["domain"] for p in pairs})
@@ -268,7 +376,8 @@ def run(data_dir: Path, out: Path, names: list[str], base: str, tiny: bool, seed
             if tiny:
                 pairs = pairs[:64]
             if cfg["negatives"]:
-                pairs = mine_sibling_negatives(model, pairs, source["train_schemas"], cfg["negatives"])
+                pairs = mine_sibling_negatives(model, pairs, source["train_schemas"], cfg["negatives"],
+                                               schema_domains=source["schema_domains"] if cfg.get("same_domain") else None)
             columns = ["anchor", "positive"] + [f"negative_{k + 1}" for k in range(cfg["negatives"])]
             model.max_seq_length = 256 if cfg["cached"] else 128
             epochs, batch = (1, min(cfg["batch"], 16)) if tiny else (cfg["epochs"], cfg["batch"])
@@ -286,6 +395,8 @@ def run(data_dir: Path, out: Path, names: list[str], base: str, tiny: bool, seed
                        precision=stats["precision"], train_loss=stats["train_loss"])
         row["heldout"] = score(model, data["heldout"])
         row["spider"] = score(model, data["spider"])
+        if "heldout_varied" in data:
+            row["heldout_varied"] = score(model, data["heldout_varied"])
         row["seconds"] = round(time.perf_counter() - t0, 1)
         results["configs"][name] = row
         print(json.dumps({name: row}), flush=True)
@@ -293,11 +404,13 @@ def run(data_dir: Path, out: Path, names: list[str], base: str, tiny: bool, seed
         del model
         if device == "cuda":
             torch.cuda.empty_cache()
-    print(f"\n{'config':<20} {'pairs':>6} {'steps':>6} {'train_s':>8} {'heldout R@1':>12} {'spider R@1':>11} "
-          f"{'spider MRR@10':>14}   on {card}")
+    print(f"\n{'config':<26} {'pairs':>6} {'steps':>6} {'train_s':>8} {'heldout R@1':>12} {'spider R@1':>11} "
+          f"{'spider MRR@10':>14} {'varied-heldout R@1':>19}   on {card}")
     for name, row in results["configs"].items():
-        print(f"{name:<20} {row.get('pairs', 0):>6} {row.get('steps', 0):>6} {row.get('train_seconds', 0):>8} "
-              f"{row['heldout']['recall@1']:>12.4f} {row['spider']['recall@1']:>11.4f} {row['spider']['mrr@10']:>14.4f}")
+        varied = row.get("heldout_varied", {}).get("recall@1", float("nan"))
+        print(f"{name:<26} {row.get('pairs', 0):>6} {row.get('steps', 0):>6} {row.get('train_seconds', 0):>8} "
+              f"{row['heldout']['recall@1']:>12.4f} {row['spider']['recall@1']:>11.4f} {row['spider']['mrr@10']:>14.4f} "
+              f"{varied:>19.4f}")
 
 
 def main() -> int:
@@ -308,6 +421,8 @@ def main() -> int:
     p.add_argument("--n-records", type=int, default=2000)
     p.add_argument("--more-records", type=int, default=0, help="also pairs from a corpus this large (held-out "
                                                                  "domains left out) for the more-schemas config")
+    p.add_argument("--varied-records", type=int, default=0, help="also the builtin-varied data sets (VARIED_SETS) "
+                                                                   "from corpora this large, for the *-varied configs")
     p.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("run")
     p.add_argument("--data", type=Path, required=True)
@@ -319,7 +434,7 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.step == "prepare":
-        prepare(args.out, args.n_records, args.seed, args.more_records)
+        prepare(args.out, args.n_records, args.seed, args.more_records, args.varied_records)
     else:
         base = args.base
         if not base:

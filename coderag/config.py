@@ -68,8 +68,9 @@ class CodeRAGSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CODERAG_", extra="forbid", validate_default=True,
                                       populate_by_name=True)
 
-    corpus: str = Field("builtin", description="corpus: builtin (generated offline), a .parquet/.json/.jsonl "
-                                               "path, or a hub dataset name")
+    corpus: str = Field("builtin", description="corpus: builtin (generated offline), builtin-varied (the generator "
+                                               "with more domains, wide schemas, Spider-like naming and synonym "
+                                               "questions), a .parquet/.json/.jsonl path, or a hub dataset name")
     encoder: str | None = Field(None, description="sentence-transformers directory or hub name "
                                                   "(default: the offline all-MiniLM-L6-v2)")
     encoder_backend: Literal["torch", "onnx", "onnx-int8"] | None = Field(

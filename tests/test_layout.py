@@ -62,7 +62,8 @@ DOCTESTED = ("coderag.config", "coderag.atomic_files", "coderag.sql.text", "code
              "coderag.sql.execution", "coderag.sql.sandbox", "coderag.retrieval.search", "coderag.corpus.spider",
              "coderag.evaluation.ranking", "coderag.evaluation.execution_match", "coderag.evaluation.hardness",
              "coderag.evaluation.exact_match", "coderag.release.gate", "coderag.training.artifacts",
-             "coderag.training.heldout", "coderag.release.promotion", "coderag.generation.prompting")
+             "coderag.training.heldout", "coderag.release.promotion", "coderag.generation.prompting",
+             "coderag.corpus.naming", "coderag.corpus.synonyms", "coderag.corpus.generator", "coderag.corpus.shapes")
 
 
 @pytest.mark.parametrize("name", DOCTESTED)

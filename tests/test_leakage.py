@@ -55,3 +55,16 @@ def test_the_check_finds_a_copied_question_or_table_however_it_is_cased_or_frame
     assert overlap.questions == [questions[7]] and len(overlap.tables) == 1
     with pytest.raises(CodeRAGError, match="outside evaluation data"):
         check_no_outside_data(planted, questions, schemas)
+
+
+def test_no_spider_question_or_schema_in_the_varied_corpus_or_its_pairs(spider, tmp_path):
+    """The builtin-varied generator (more domains, Spider-like naming) is still synthetic data only."""
+    questions, schemas = spider
+    varied = load_corpus("builtin-varied", limit=3000, seed=0)
+    out = tmp_path / "pairs"
+    synthesize_pairs(varied[::75], out, seed=0, show_progress=False)
+    from datasets import Dataset
+
+    corpus_texts = [t for r in varied for t in (r["sql_prompt"], r["sql_context"], r["sql"])]
+    overlap = find_outside_overlap(corpus_texts + pair_texts(Dataset.load_from_disk(str(out))), questions, schemas)
+    assert not overlap, overlap.describe()

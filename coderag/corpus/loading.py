@@ -7,13 +7,15 @@ import random
 from contextlib import contextmanager
 from pathlib import Path
 
-from coderag.corpus.generator import generate_corpus
+from coderag.corpus.generator import VARIED, generate_corpus
 from coderag.corpus.records import GRETEL_COLUMNS, require_columns
 from coderag.errors import CorpusError
 
 log = logging.getLogger(__name__)
 
 BUILTIN = "builtin"
+# The generator with every feature on: more domains, wider schemas, Spider-like naming, synonym questions.
+BUILTIN_VARIED = "builtin-varied"
 _FORMATS = {".parquet": "parquet", ".json": "json", ".jsonl": "json"}
 # Rows without these cannot be embedded, asked or executed.
 _REQUIRED_TEXT = ("sql_prompt", "sql_context", "sql")
@@ -23,7 +25,10 @@ def load_corpus(source: str = BUILTIN, *, split: str = "train", limit: int | Non
                 seed: int = 0) -> list[dict]:
     """Load gretel-format records from ``source``.
 
-    ``source`` is ``"builtin"`` (the offline generator: ``limit`` records, default 2000), a local
+    ``source`` is ``"builtin"`` (the offline generator: ``limit`` records, default 2000),
+    ``"builtin-varied"`` (the same generator with every feature of
+    :data:`~coderag.corpus.generator.VARIED`: 69 domains, wide multi-table schemas, Spider-like naming,
+    synonym questions), a local
     ``.parquet`` / ``.json`` / ``.jsonl`` file or a directory of them (``split`` is not used: all
     files form one split), or else a dataset name on the Hugging Face hub read with
     ``datasets.load_dataset(source, split=split)``. With ``limit`` below the corpus size, a seeded
@@ -31,7 +36,7 @@ def load_corpus(source: str = BUILTIN, *, split: str = "train", limit: int | Non
     when the source cannot be read or lacks gretel columns.
 
     Args:
-        source: ``"builtin"``, a local file or directory, or a hub dataset name.
+        source: ``"builtin"``, ``"builtin-varied"``, a local file or directory, or a hub dataset name.
         split: the hub split to read.
         limit: the most records to return (a positive number); ``None`` for all.
         seed: seed of the builtin generator and of the sample.
@@ -51,6 +56,8 @@ def load_corpus(source: str = BUILTIN, *, split: str = "train", limit: int | Non
         raise CorpusError(f"limit must be a positive number of records, got {limit}.")
     if source == BUILTIN:
         return generate_corpus(n_records=limit or 2000, seed=seed)
+    if source == BUILTIN_VARIED:
+        return generate_corpus(n_records=limit or 2000, seed=seed, features=VARIED)
     path = Path(source).expanduser()
     if path.exists():
         dataset, label = _load_local(path), f"file {path}"

@@ -2,7 +2,12 @@
 
 A :class:`SchemaInstance` is drawn from a :class:`~coderag.corpus.domain_spec.DomainSpec` with a seeded
 ``random.Random``: the shape (which of the domain's entities appear), table and column names, type
-spelling and rows all vary, so sibling schemas of one domain read differently.
+spelling and rows all vary, so sibling schemas of one domain read differently. Optional *features*
+widen the variety (the ``builtin-varied`` corpus turns them all on): ``shapes`` favours 3- and 4-table
+schemas and adds generic columns (status, rating, version ...) so tables carry 6-12 columns; ``naming``
+spells every identifier in one Spider-like :class:`~coderag.corpus.naming.NamingStyle` and writes joined
+gold queries with ``T1`` aliases; ``synonyms`` words about half of the column labels indirectly
+(:mod:`coderag.corpus.synonyms`). Without features the output is the classic corpus, draw for draw.
 """
 
 from __future__ import annotations
@@ -12,12 +17,35 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from coderag.corpus.domain_spec import FIRST_NAMES, LAST_NAMES, PEOPLE, ColumnSpec, DomainSpec, EntitySpec
+from coderag.corpus.domain_spec import FIRST_NAMES, LAST_NAMES, PEOPLE, ColumnSpec, DomainSpec, EntitySpec, column
+from coderag.corpus.naming import NamingStyle, draw_naming_style
 from coderag.corpus.schemas import create_table_statement
+from coderag.corpus.synonyms import indirect_label
 
 # Shapes by table count; "c" is the grouping entity referenced by "a", "f" the fact table.
 SHAPES: tuple[tuple[str, ...], ...] = (("a", "f"), ("a", "b", "f"), ("c", "a", "f"), ("c", "a", "b", "f"))
 SHAPE_WEIGHTS = (3, 4, 2, 2)
+# With the ``shapes`` feature: mostly 3- and 4-table schemas, as in multi-table benchmark databases.
+WIDE_SHAPE_WEIGHTS = (1, 3, 2, 4)
+# Schema features beyond the classic corpus (see the module docstring); "domains" is the generator's.
+FEATURES = ("domains", "shapes", "naming", "synonyms")
+# Bookkeeping columns real tables carry beside their domain attributes (``shapes`` feature).
+GENERIC_ATTRIBUTES = tuple(column(spec) for spec in (
+    "cat:status|record_status:status:Active,Inactive,Pending,Archived",
+    "int:priority|priority_level:priority:1-5",
+    "real:rating|star_rating:rating:1-5",
+    "cat:notes|remarks:notes:none,follow up,verified,flagged",
+    "cat:contact_email|email:contact email:info@example.org,desk@example.org,help@example.org",
+    "cat:phone|phone_number:phone number:555-0100,555-0101,555-0142,555-0199",
+    "int:created_year|year_created:year created:2005-2024",
+    "int:version|revision:version:1-9",
+    "cat:source_system|data_source:data source:web,api,import,manual",
+    "cat:currency|currency_code:currency:USD,EUR,GBP,JPY",
+    "int:external_ref|legacy_id:external reference:1000-9999",
+    "cat:language|lang:language:en,es,fr,de",
+    "real:discount_pct|discount:discount percent:0-30",
+    "cat:is_active|active_flag:active flag:Y,N",
+))
 
 # Type spellings seen in gretel's contexts; one is picked per schema.
 TYPE_STYLES = (
@@ -92,6 +120,7 @@ class SchemaInstance:
     roles: Roles
     b: Table | None = None
     c: Table | None = None
+    alias_joins: bool = False  # write joined gold queries with T1/T2 aliases (``naming`` feature)
 
     @property
     def tables(self) -> list[Table]:
@@ -152,7 +181,7 @@ def _names(pool, n: int, rng: random.Random) -> list[str]:
 
 
 def _entity_table(spec: EntitySpec, types: dict[str, str], rng: random.Random, n_rows: int, *,
-                  id_style: str, extra_attrs: int) -> tuple[Table, Column, Column | None]:
+                  id_style: str, extra_attrs: int, generic: int = 0) -> tuple[Table, Column, Column | None]:
     """A table for ``spec`` with one categorical, one numeric (when the spec has one) and extra attributes."""
     used: set[str] = set()
     pk = "id" if id_style == "id" else f"{snake(spec.singular)}_id"
@@ -163,6 +192,8 @@ def _entity_table(spec: EntitySpec, types: dict[str, str], rng: random.Random, n
     chosen = [rng.choice(cats)] + ([rng.choice(nums)] if nums else [])
     rest = [a for a in spec.attributes if a not in chosen]
     chosen += rng.sample(rest, min(extra_attrs, len(rest)))
+    if generic:
+        chosen += rng.sample(GENERIC_ATTRIBUTES, generic)
     columns = [Column(pk, types["int"], kind="pk"), Column(name_col, types["text"], spec.singular, "name")]
     attr_cols = []
     for attr in chosen:
@@ -178,18 +209,35 @@ def _entity_table(spec: EntitySpec, types: dict[str, str], rng: random.Random, n
     return table, cat_col, num_col
 
 
-def build_schema(domain: DomainSpec, rng: random.Random) -> SchemaInstance:
-    """Draw one schema of ``domain``: shape, names, types and rows all come from ``rng``."""
-    shape = rng.choices(SHAPES, weights=SHAPE_WEIGHTS)[0]
+def build_schema(domain: DomainSpec, rng: random.Random, features: frozenset[str] = frozenset()) -> SchemaInstance:
+    """Draw one schema of ``domain``: shape, names, types and rows all come from ``rng``.
+
+    Args:
+        domain: the domain to draw from.
+        rng: the schema's random stream; equal streams give equal schemas.
+        features: any of ``shapes``, ``naming``, ``synonyms`` (:data:`FEATURES`); none = the classic corpus.
+
+    Returns:
+        The :class:`SchemaInstance`, rows included.
+
+    Example:
+        >>> from coderag.corpus.domains import DOMAINS
+        >>> s = build_schema(DOMAINS[0], random.Random(0), frozenset({"shapes", "naming"}))
+        >>> s.a.name == build_schema(DOMAINS[0], random.Random(0), frozenset({"shapes", "naming"})).a.name
+        True
+    """
+    wide = "shapes" in features
+    shape = rng.choices(SHAPES, weights=WIDE_SHAPE_WEIGHTS if wide else SHAPE_WEIGHTS)[0]
     types = rng.choice(TYPE_STYLES)
     id_style = rng.choice(("id", "entity_id"))
     c = b = None
     c_name = a_fk_c = b_name = b_cat = None
     if "c" in shape:
-        c, _, _ = _entity_table(domain.c, types, rng, rng.randint(4, 5), id_style=id_style, extra_attrs=0)
+        c, _, _ = _entity_table(domain.c, types, rng, rng.randint(4, 5), id_style=id_style, extra_attrs=0,
+                                generic=rng.randint(0, 2) if wide else 0)
         c_name = c.columns[1].name
     a, a_cat, a_num = _entity_table(domain.a, types, rng, rng.randint(6, 9), id_style=id_style,
-                                    extra_attrs=rng.randint(0, 1))
+                                    extra_attrs=rng.randint(0, 1), generic=rng.randint(2, 6) if wide else 0)
     if c is not None:
         a_fk_c = f"{snake(domain.c.singular)}_id"
         a.columns.append(Column(a_fk_c, types["int"], domain.c.singular, "fk"))
@@ -198,15 +246,58 @@ def build_schema(domain: DomainSpec, rng: random.Random) -> SchemaInstance:
         a.rows = [row + (rng.choice(c_ids),) for row in a.rows]
     if "b" in shape:
         b, b_cat, _ = _entity_table(domain.b, types, rng, rng.randint(4, 6), id_style=id_style,
-                                    extra_attrs=rng.randint(0, 1))
+                                    extra_attrs=rng.randint(0, 1), generic=rng.randint(1, 4) if wide else 0)
         b_name = b.columns[1].name
-    f, f_roles = _fact_table(domain, types, rng, id_style, a, b)
+    f, f_roles = _fact_table(domain, types, rng, id_style, a, b, generic=rng.randint(1, 3) if wide else 0)
     roles = Roles(a_name=a.columns[1].name, a_cat=a_cat, a_num=a_num, b_name=b_name, b_cat=b_cat,
                   c_name=c_name, a_fk_c=a_fk_c, **f_roles)
-    return SchemaInstance(domain=domain, a=a, b=b, c=c, f=f, roles=roles)
+    schema = SchemaInstance(domain=domain, a=a, b=b, c=c, f=f, roles=roles)
+    if "synonyms" in features:
+        for table in schema.tables:
+            for col in table.columns:
+                if col.kind in ("cat", "int", "real", "date") and rng.random() < 0.5:
+                    col.label = indirect_label(col.label, rng)
+    if "naming" in features:
+        _apply_naming(schema, draw_naming_style(rng))
+        schema.alias_joins = rng.random() < 0.6
+    return schema
 
 
-def _fact_table(domain: DomainSpec, types, rng: random.Random, id_style: str, a: Table, b: Table | None):
+def _apply_naming(schema: SchemaInstance, style: NamingStyle) -> None:
+    """Rename every table and column of ``schema`` in ``style``, keeping keys and roles consistent."""
+    table_names = {t.name: style.table(t.name) for t in schema.tables}
+    if len({n.lower() for n in table_names.values()}) < len(table_names):
+        table_names = {n: n for n in table_names}
+    column_names: dict[str, dict[str, str]] = {}
+    for table in schema.tables:
+        renamed: dict[str, str] = {}
+        taken: set[str] = set()
+        for col in table.columns:
+            new = style.column(col.name)
+            if new.lower() in taken:
+                new = col.name if col.name.lower() not in taken else f"{col.name}_{len(taken)}"
+            taken.add(new.lower())
+            renamed[col.name] = new
+            col.name = new
+        column_names[table.name] = renamed
+    for table in schema.tables:
+        table.foreign_keys = [(column_names[table.name][col], table_names[ref], column_names[ref][ref_col])
+                              for col, ref, ref_col in table.foreign_keys]
+    r = schema.roles
+    a, f = column_names[schema.a.name], column_names[schema.f.name]
+    r.a_name, r.f_fk_a = a[r.a_name], f[r.f_fk_a]
+    if r.a_fk_c is not None:
+        r.a_fk_c = a[r.a_fk_c]
+    if schema.b is not None:
+        r.b_name, r.f_fk_b = column_names[schema.b.name][r.b_name], f[r.f_fk_b]
+    if schema.c is not None:
+        r.c_name = column_names[schema.c.name][r.c_name]
+    for table in schema.tables:
+        table.name = table_names[table.name]
+
+
+def _fact_table(domain: DomainSpec, types, rng: random.Random, id_style: str, a: Table, b: Table | None,
+                generic: int = 0):
     spec = domain.fact
     used: set[str] = set()
     pk = "id" if id_style == "id" else f"{snake(spec.singular)}_id"
@@ -225,6 +316,10 @@ def _fact_table(domain: DomainSpec, types, rng: random.Random, id_style: str, a:
         columns.append(Column(fk_b, types["int"], domain.b.singular, "fk"))
         foreign_keys.append((fk_b, b.name, b.pk))
     columns += [date, *measure_cols, cat]
+    extras = rng.sample(GENERIC_ATTRIBUTES, generic) if generic else []
+    for spec_x in extras:
+        sql_type = types["text"] if spec_x.kind == "cat" else types[spec_x.kind]
+        columns.append(Column(_pick_name(spec_x.names, used, rng), sql_type, spec_x.label, spec_x.kind))
     table_name = _pick_name(spec.tables, {a.name, b.name if b else ""}, rng)
     table = Table(table_name, spec.singular, _plural_wording(spec.plural, table_name, rng), columns,
                   foreign_keys)
@@ -236,5 +331,6 @@ def _fact_table(domain: DomainSpec, types, rng: random.Random, id_style: str, a:
         day = (DATE_START + dt.timedelta(days=rng.randrange(DATE_DAYS))).isoformat()
         row = [i + 1, rng.choice(active)] + ([rng.choice(b_ids)] if b is not None else [])
         row += [day, *(_number(m, rng) for m in measures), rng.choice(cat_spec.values)]
+        row += [_attribute_value(x, rng) for x in extras]
         table.rows.append(tuple(row))
     return table, {"f_fk_a": fk_a, "f_fk_b": fk_b, "f_date": date, "f_measure": measure_cols[0], "f_cat": cat}
