@@ -153,7 +153,15 @@ def test_bad_benchmark_inputs_are_one_line(tmp_path, capsys, spider_dir):
 
 def test_real_generator_end_to_end_on_three_questions(spider_dir, spider_small, tmp_path, capsys, local_llm,
                                                       monkeypatch):
-    """The shipped path: real encoder, real SmolLM2 (batched), real Spider databases."""
+    """The shipped path: real encoder, real SmolLM2 (batched), real Spider databases.
+
+    The CLI gets the session's already-loaded SmolLM2 (loading the GGUF again costs ~50 s on 2 cores);
+    ``make_generator`` building it from the settings is tested in test_generation.py.
+    """
+    import coderag.generation.llm
+
+    made = []
+    monkeypatch.setattr(coderag.generation.llm, "make_generator", lambda s: made.append(s) or local_llm)
     out = tmp_path / "ev"
     assert main(["evaluate", "--spider-dir", str(spider_dir), "--questions-file", str(spider_small),
                  "--limit", "3", "--schemas", "oracle", "--max-new-tokens", "48", "--out", str(out)]) == 0
@@ -163,6 +171,7 @@ def test_real_generator_end_to_end_on_three_questions(spider_dir, spider_small, 
         database = str(spider_dir / "database" / r["db_id"] / f"{r['db_id']}.sqlite")
         assert r["status"] == expected_status(r["pred"], r["ex"], database), r
     assert "EX by hardness" in capsys.readouterr().out
+    assert [(s.llm_backend, s.max_new_tokens) for s in made] == [("local", 48)]
 
 
 def test_ask_runs_guarded_sql_read_only_on_a_database_file(tmp_path, capsys, monkeypatch):
