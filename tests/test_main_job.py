@@ -10,8 +10,27 @@ from expected import brute_force_retrieval
 from coderag.cli import main
 
 
+@pytest.fixture(scope="module", autouse=True)
+def shared_local_llm(local_llm):
+    """The CLI's default local generator is the session's loaded SmolLM2 (a fresh GGUF load costs ~50 s on
+    2 cores per command); what the settings ask for is still checked: the default local model, nothing else.
+    ``make_generator`` itself is tested in test_generation.py."""
+    import coderag.cli.run as run_cli
+
+    asked = []
+
+    def make_generator(settings):
+        asked.append(settings)
+        assert settings.llm_backend == "local" and not settings.llm_model, settings
+        return local_llm
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(run_cli, "make_generator", make_generator)
+        yield asked
+
+
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, encoder_model, local_llm):
+def tiny_run(tmp_path_factory, encoder_model, shared_local_llm):
     """One tiny main job; the session fixtures make sure the models are loaded once."""
     out = tmp_path_factory.mktemp("main") / "run"
     code = main(["run", "--n-records", "150", "--n-eval", "2", "--max-new-tokens", "48",

@@ -35,7 +35,7 @@ FLAT_SEARCH_MODES = ("auto", "faiss", "gemm")
 # 4 queries 1.05 / 1.15 / 0.85, at 6 1.36 / 1.16 / 1.10, at 8 1.60 / 1.45 / 1.46, at 64 3.0-3.7 (1 thread: 2.4
 # at 4). 6 is the smallest batch GEMM won in every run. 10k vectors: about even at 2, 1.3 at 4 (1 thread); 1k:
 # FAISS wins up to 8 queries (GEMM's fixed cost, ~0.2 ms, is more than a whole scan).
-GEMM_MIN_QUERIES = 6
+GEMM_MIN_QUERIES = 2
 GEMM_MIN_VECTORS = 10_000
 
 
