@@ -229,7 +229,7 @@ def test_kfp_components_run_in_the_image_from_the_compiled_pipeline(component_ou
     assert (index.count, index.dim) == (len(schemas.snippets), 384)
     metadata = component_outputs["build-index"]["artifacts"]["index"]["artifacts"][0]["metadata"]
     assert metadata == {"count": len(schemas.snippets), "dim": 384, "duplicates_dropped": schemas.duplicates_dropped,
-                        "shards": 1, "index_type": "flat"}
+                        "shards": 1, "index_type": "flat", "examples": 0}
 
 
 def test_retriever_serves_from_the_image_with_a_read_only_root(container, scratch, component_outputs, encoder_model):
