@@ -170,9 +170,9 @@ MUTANTS: list[Mutant] = [
     Mutant("serving-probes-counted-as-requests", "serving/errors.py", 'if route not in ("metrics", "health"):',
            "if True:", ("tests/test_prometheus.py",)),
     Mutant("repair-skips-the-guard", "coderag/generation/answer.py",
-           "        sql2, verdict2 = _prepare(reply2, dialect, transpile)",
-           "        sql2, verdict2 = _prepare(reply2, dialect, transpile)\n"
-           '        verdict2 = GuardVerdict(True, "allowed: unchecked", "SELECT")', SERVING_HOSTILE),
+           "        sql2, verdict2 = prepare_sql(reply2, dialect, transpile)",
+           "        sql2, verdict2 = prepare_sql(reply2, dialect, transpile)\n"
+           '        verdict2 = type(verdict2)(True, "allowed: unchecked", "SELECT")', SERVING_HOSTILE),
     # --- the shells and stages that carry those decisions (the breakages an audit found unguarded) ---------------
     Mutant("gate-component-drops-ex-floor", "components/gate.py",
            '{"recall@5": min_recall_at_5, "ex": min_execution_accuracy}', '{"recall@5": min_recall_at_5}', COMPONENTS),
