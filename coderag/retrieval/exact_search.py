@@ -30,11 +30,12 @@ import numpy as np
 from coderag.errors import ConfigError
 
 FLAT_SEARCH_MODES = ("auto", "faiss", "gemm")
-# Measured on the project's 2-core AVX2 box (dim 384, k 5-10, FAISS and GEMM interleaved, the box shared with
-# other jobs; README "Exact flat search as one GEMM"). 100k vectors, 2 threads, three runs: GEMM / FAISS at
-# 4 queries 1.05 / 1.15 / 0.85, at 6 1.36 / 1.16 / 1.10, at 8 1.60 / 1.45 / 1.46, at 64 3.0-3.7 (1 thread: 2.4
-# at 4). 6 is the smallest batch GEMM won in every run. 10k vectors: about even at 2, 1.3 at 4 (1 thread); 1k:
-# FAISS wins up to 8 queries (GEMM's fixed cost, ~0.2 ms, is more than a whole scan).
+# Measured on the project's 2-core AVX2 box (dim 384, k 5, FAISS and GEMM interleaved, median; README "Exact
+# flat search as one GEMM"). 100k vectors, 2 threads, quiet box: GEMM / FAISS 1.21 at 1 query, 1.26 at 2, 1.91
+# at 4, 2.45 at 8, 3.82 at 64, so GEMM from 2 queries (batch 1, a matrix-vector product, stays with FAISS).
+# Two earlier runs on the box shared with other jobs lost at 2-4 queries (0.63-0.85): oversubscribed threads.
+# 10k vectors: about even at 2 (1 thread); 1k: FAISS wins up to 8 queries (GEMM's fixed cost, ~0.2 ms, is more
+# than a whole scan), hence GEMM_MIN_VECTORS.
 GEMM_MIN_QUERIES = 2
 GEMM_MIN_VECTORS = 10_000
 
