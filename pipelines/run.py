@@ -122,7 +122,10 @@ def _collect(run_dir: Path | None, workdir: Path) -> LocalRunResult:
     metrics = (decision or {}).get("metrics", {})
     failed = run_status is None or run_status.get("status") != "SUCCEEDED"
     if failed or (deployed is None and skipped is None):
-        order = TASK_ORDER if not suffix else (*TASK_ORDER[:4], "finetune-generator", "evaluate-2", "gate-2")
+        # The generator-sft branch: the SFT step runs before its suffixed evaluate and gate.
+        tail = TASK_ORDER.index("evaluate")
+        order = TASK_ORDER if not suffix else (*TASK_ORDER[:tail], "finetune-generator",
+                                               *(f"{task}{suffix}" for task in TASK_ORDER[tail:]))
         stopped = next((t for t in order if not (run_dir / t / "executor_output.json").is_file()),
                        f"deploy{suffix}" if decision and decision.get("passed") else f"skip-deploy{suffix}")
         reasons = [f"step {stopped} failed: see {workdir / 'pipeline.log'}"]
