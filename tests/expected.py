@@ -115,3 +115,21 @@ def expected_status(pred: str | None, ex: bool, database: str) -> str:
     finally:
         conn.close()
     return "ok" if ex else "mismatch"
+
+
+def gold_rows(records: list[dict]) -> list[list[tuple]]:
+    """Each record's gold ``sql`` rows, run by plain ``sqlite3`` on its own ``sql_context`` (one in-memory
+    database per distinct context, built once)."""
+    databases: dict[str, sqlite3.Connection] = {}
+    try:
+        out = []
+        for record in records:
+            conn = databases.get(record["sql_context"])
+            if conn is None:
+                conn = databases[record["sql_context"]] = sqlite3.connect(":memory:")
+                conn.executescript(record["sql_context"])
+            out.append(conn.execute(record["sql"]).fetchall())
+        return out
+    finally:
+        for conn in databases.values():
+            conn.close()
