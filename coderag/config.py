@@ -43,6 +43,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from coderag.errors import ConfigError
+from coderag.retrieval.lexical import DEFAULT_LEXICAL_WEIGHT
 
 log = logging.getLogger(__name__)
 
@@ -305,6 +306,9 @@ class JobSettings(CodeRAGSettings):
     hnsw_m: int | None = Field(None, ge=2, le=256, description="HNSW links per node (default 32)")
     ef_construction: int | None = Field(None, ge=1, description="HNSW build candidate list (default 80)")
     ef_search: int | None = Field(None, ge=1, description="HNSW search candidate list (default 128)")
+    lexical_weight: float = Field(DEFAULT_LEXICAL_WEIGHT, ge=0.0, le=1.0,
+                                  description="hybrid retrieval: schemas rank by cosine + this x BM25 over their "
+                                              "identifiers (0: cosine only); stored in the index manifest")
 
     def index_spec(self):
         """The :class:`~coderag.retrieval.ann.IndexSpec` these settings describe."""

@@ -76,6 +76,10 @@ class RetrieverModel(ServiceModel):
         # SchemaIndexError (with the rebuild hint) instead of serving silently worse results.
         self.index.check_compatible(self.encoder_model, strict=True)
         self.index.use_flat_search(self.settings.flat_search)  # gemm on an IVF / HNSW index: ConfigError
+        if self.settings.lexical_weight is not None:
+            self.index.use_lexical_weight(self.settings.lexical_weight)
+        if self.index.lexical_weight > 0:
+            _ = self.index.lexical  # BM25 over the snippets built here, not on the first request
         # Unset: the backend the index was built for; another ONNX backend than the index's is refused.
         self.query_encoder = load_query_encoder(self.index, self.encoder_model, self.settings.encoder_backend,
                                                 threads=self.settings.cpu_threads)
@@ -115,17 +119,18 @@ class RetrieverModel(ServiceModel):
     # --- the work -----------------------------------------------------------------------------------
     def search_batch(self, texts: list[str], k: int) -> list[list[RetrievedSchema]]:
         """Embed ``texts`` in one batch and search them in one call (one GEMM or one FAISS search, per the
-        index's ``flat_search``); top-``k`` per text, best first."""
+        index's ``flat_search``, plus BM25 when its ``lexical_weight`` is above 0); top-``k`` per text, best
+        first."""
         labels = {"service": self.service}
         floor = self.settings.min_score
         t0 = time.perf_counter()
         vectors = encode(self.query_encoder, texts, batch_size=max(len(texts), 1))
         t1 = time.perf_counter()
-        scores, ids = self.index.search(vectors, min(k, self.index.count))
+        scores, lexical, ids = self.index.search_questions(vectors, texts, min(k, self.index.count))
         t2 = time.perf_counter()
         metrics.stage_latency.labels(stage="embed", **labels).observe(t1 - t0)
         metrics.stage_latency.labels(stage="search", **labels).observe(t2 - t1)
-        results = hits_from_search(self.index, scores, ids, floor)
+        results = hits_from_search(self.index, scores, ids, floor, lexical)
         for hits in results:
             if hits:
                 metrics.top1_score.labels(**labels).observe(hits[0].score)

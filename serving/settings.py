@@ -44,7 +44,7 @@ class RetrieverSettings(ServiceLimits):
     model_config = CodeRAGSettings.model_config | {"env_prefix": "CODERAG_RETRIEVER_"}
     FLAG_FIELDS: ClassVar = ("storage_uri", "index_dir", "encoder", "k", "max_k", "min_score", "max_question_chars",
                              "max_queries_per_request", "max_batch_size", "batch_wait_ms", "encoder_backend",
-                             "cpu_threads", "flat_search", "background_load",
+                             "cpu_threads", "flat_search", "lexical_weight", "background_load",
                              *LIMIT_FIELDS)
 
     storage_uri: Path | None = Field(
@@ -65,6 +65,10 @@ class RetrieverSettings(ServiceLimits):
         "auto", description="how a flat index is searched: gemm (one matrix product per micro-batch, exact), "
                             f"faiss (IndexFlatIP.search), auto (gemm from {GEMM_MIN_QUERIES} queries a batch on "
                             f"{GEMM_MIN_VECTORS}+ vectors); IVF/HNSW: always faiss"
+    )
+    lexical_weight: float | None = Field(
+        None, ge=0.0, le=1.0, description="hybrid retrieval: rank by cosine + this x BM25 over schema identifiers "
+                                          "(0: cosine only); default: the index manifest's"
     )
     background_load: bool = Field(
         False, description="start serving at once and load in the background (503 until ready)"

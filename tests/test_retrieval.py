@@ -38,7 +38,9 @@ def test_retrieves_the_matching_domain_first(built_schema_index, encoder_model):
     assert [hits[0].domain for hits in results] == ["hospital", "finance", "music"]
     for hits in results:
         assert [h.rank for h in hits] == [1, 2, 3, 4]
-        assert all(a.score >= b.score for a, b in zip(hits, hits[1:]))
+        assert all(a.hybrid >= b.hybrid for a, b in zip(hits, hits[1:]))
+        weight = built_schema_index.lexical_weight
+        assert all(h.hybrid == pytest.approx(h.score + weight * h.lexical) and 0 <= h.lexical <= 1 for h in hits)
         assert all(h.text == built_schema_index.snippets[h.snippet_id] for h in hits)
         assert all(h.domain == built_schema_index.domains[h.snippet_id] for h in hits)
 
@@ -59,9 +61,11 @@ def test_all_questions_are_encoded_in_one_call(built_schema_index, encoder_model
 def test_min_score_drops_weak_results(built_schema_index, encoder_model):
     question = ["Which patients were admitted to the cardiology ward?"]
     (unfiltered,) = retrieve_schemas(built_schema_index, encoder_model, question, k=50)
-    floor = (unfiltered[4].score + unfiltered[5].score) / 2
+    cosines = sorted((h.score for h in unfiltered), reverse=True)
+    floor = (cosines[4] + cosines[5]) / 2  # the floor is on the cosine, whatever the hybrid order
     (filtered,) = retrieve_schemas(built_schema_index, encoder_model, question, k=50, min_score=floor)
-    assert [h.snippet_id for h in filtered] == [h.snippet_id for h in unfiltered[:5]]
+    assert [h.snippet_id for h in filtered] == [h.snippet_id for h in unfiltered if h.score >= floor]
+    assert len(filtered) == 5 and [h.rank for h in filtered] == [1, 2, 3, 4, 5]
     assert retrieve_schemas(built_schema_index, encoder_model, question, k=5, min_score=1.0) == [[]]
 
 
@@ -75,7 +79,7 @@ def test_k_is_clipped_to_index_size(encoder_model):
 def test_to_dict_is_json_ready(built_schema_index, encoder_model):
     (hits,) = retrieve_schemas(built_schema_index, encoder_model, ["flights by origin"], k=1)
     payload = json.loads(json.dumps(hits[0].to_dict()))
-    assert set(payload) == {"rank", "snippet_id", "score", "text", "domain"}
+    assert set(payload) == {"rank", "snippet_id", "score", "text", "domain", "lexical", "hybrid"}
     assert isinstance(hits[0], RetrievedSchema) and isinstance(payload["score"], float)
 
 

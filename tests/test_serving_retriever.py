@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import httpx
 import pytest
@@ -42,7 +43,9 @@ def test_v1_returns_top_k_snippets_of_the_right_domain(retriever_service):
     assert first["results"][0]["domain"] == "hospital"
     assert "CREATE TABLE patients_" in first["results"][0]["text"]
     scores = [h["score"] for h in first["results"]]
-    assert scores == sorted(scores, reverse=True) and all(-1.0 <= s <= 1.0 for s in scores)
+    hybrid = [h["hybrid"] for h in first["results"]]  # ranks follow cosine + lexical weight x BM25
+    assert hybrid == sorted(hybrid, reverse=True) and all(-1.0 <= s <= 1.0 for s in scores)
+    assert all(0.0 <= h["lexical"] <= 1.0 for h in first["results"])
     assert second["k"] == 3 and len(second["results"]) == 3  # the default k (the one shared default)
     assert second["results"][0]["domain"] == "aviation"
 
@@ -278,8 +281,9 @@ def test_retriever_searching_by_gemm_answers_what_faiss_finds(serving_index_dir,
 
     questions = ["Which patients were admitted to each hospital ward?", "List flights by origin airport",
                  "power plants by fuel type", "album release year by artist", "average gpa per major"]
-    service = start_service("retriever", ["--index_dir", str(serving_index_dir), "--flat_search", "gemm"], tmp_path,
-                            model_name=MODEL)
+    # --lexical_weight 0 (cosine only) overrides the manifest's weight: the service ranks as FAISS does
+    service = start_service("retriever", ["--index_dir", str(serving_index_dir), "--flat_search", "gemm",
+                                          "--lexical_weight", "0"], tmp_path, model_name=MODEL)
     try:
         response = _v1(service, [{"query": q, "k": 5} for q in questions])
     finally:
@@ -289,6 +293,28 @@ def test_retriever_searching_by_gemm_answers_what_faiss_finds(serving_index_dir,
     assert [[h["snippet_id"] for h in p["results"]] for p in got] == ids.tolist()
     for prediction, row in zip(got, scores.tolist(), strict=True):
         assert [h["score"] for h in prediction["results"]] == pytest.approx(row, abs=1e-5)
+        assert all(h["lexical"] == 0.0 for h in prediction["results"])
+
+
+def test_retriever_ranks_by_the_hybrid_score_the_index_manifest_records(serving_index_dir, built_schema_index,
+                                                                          encoder_model, tmp_path):
+    from coderag.retrieval.encoder import encode
+
+    questions = ["Which patients were admitted to each hospital ward?", "average gpa per major"]
+    weight = json.loads((serving_index_dir / "manifest.json").read_text())["lexical_weight"]
+    assert weight == built_schema_index.lexical_weight > 0
+    service = start_service("retriever", ["--index_dir", str(serving_index_dir)], tmp_path, model_name=MODEL)
+    try:
+        response = _v1(service, [{"query": q, "k": 5} for q in questions])
+    finally:
+        service.stop()
+    cosine, lexical, ids = built_schema_index.search_questions(encode(encoder_model, questions), questions, 5)
+    got = response["predictions"]
+    assert [[h["snippet_id"] for h in p["results"]] for p in got] == ids.tolist()
+    for prediction, row_cos, row_lex in zip(got, cosine.tolist(), lexical.tolist(), strict=True):
+        assert [h["score"] for h in prediction["results"]] == pytest.approx(row_cos, abs=1e-5)
+        assert [h["lexical"] for h in prediction["results"]] == pytest.approx(row_lex, abs=1e-5)
+        assert any(h["lexical"] > 0 for h in prediction["results"])  # the questions' words are in the schemas
 
 
 def test_gemm_search_on_an_hnsw_index_keeps_the_retriever_unready_with_the_reason(encoder_model, tmp_path):

@@ -42,6 +42,7 @@ def _cmd_index_build(args: argparse.Namespace) -> int:
         encode_workers=s.encode_workers,
         seed=s.seed,
         encoder_backend=s.encoder_backend or "torch",
+        lexical_weight=s.lexical_weight,
     )
     if s.examples:
         from coderag.retrieval.examples import ExampleIndex, training_examples
@@ -79,7 +80,8 @@ def _index_database(s: JobSettings, encoder: str, args: argparse.Namespace) -> i
     manifest = read_manifest(args.out) or {}
     previous = manifest.get("source") or {}
     backend = s.encoder_backend or "torch"
-    if not args.force and previous == source and manifest.get("encoder_backend", "torch") == backend:
+    same_weight = manifest.get("lexical_weight", 0.0) == s.lexical_weight
+    if not args.force and previous == source and manifest.get("encoder_backend", "torch") == backend and same_weight:
         print(f"schema of {schema.source} unchanged (fingerprint {source['schema_fingerprint'][:12]}, "
               f"{len(schema.tables)} tables): {args.out} left as it is")
         return 0
@@ -88,7 +90,7 @@ def _index_database(s: JobSettings, encoder: str, args: argparse.Namespace) -> i
     index = SchemaIndex.build(encoder_model, schema.snippets(), domains=[t.name for t in schema.tables],
                               batch_size=s.batch_size, show_progress=args.progress, spec=s.index_spec(),
                               device=s.device, encode_workers=s.encode_workers, seed=s.seed,
-                              encoder_backend=backend)
+                              encoder_backend=backend, lexical_weight=s.lexical_weight)
     index.source = source
     seconds = time.perf_counter() - started
     out = index.save(args.out)
@@ -152,7 +154,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     build.add_argument("--force", action="store_true", help="with --db: rebuild even when the schema is unchanged")
     add_settings_flags(build, JobSettings, ("corpus", "split", "n_records", "seed", "encoder", "batch_size", "db",
                                             "examples", "eval_fraction", "encoder_backend",
-                                            "sample_values", "device", "encode_workers", "index_type", "nlist",
+                                            "sample_values", "device", "encode_workers", "index_type", "lexical_weight", "nlist",
                                             "nprobe", "hnsw_m", "ef_construction", "ef_search"))
     build.set_defaults(func=_cmd_index_build)
 

@@ -7,8 +7,9 @@ An index directory holds three files:
 - ``corpus_map.json``: ``{"snippets": [...], "domains": [...]}``, row i describes vector i (JSON, no pickle);
 - ``encoder.onnx`` (only for an ONNX encoder backend): the question encoder exported to ONNX, fp32 or 8-bit
   weights (see :mod:`coderag.retrieval.onnx_encoder`);
-- ``manifest.json``: encoder, encoder backend, dim, count, metric, index type and its parameters, and a SHA-256
-  per file, written last;
+- ``manifest.json``: encoder, encoder backend, dim, count, metric, index type and its parameters, the
+  ``lexical_weight`` of hybrid search (see :mod:`coderag.retrieval.lexical`; an index written before it had
+  none and loads with 0, cosine only), and a SHA-256 per file, written last;
 - optionally ``examples_faiss_index.bin`` + ``examples.json``: question -> SQL examples of the synthetic
   training split (:class:`~coderag.retrieval.examples.ExampleIndex`), described by the manifest's
   ``examples`` entry and checksummed with the rest.
@@ -40,6 +41,7 @@ from coderag.retrieval.encoder import encoder_fingerprint as fingerprint_of
 from coderag.retrieval.encoder import encoder_name as name_of
 from coderag.retrieval.exact_search import check_flat_search, flat_vectors, gemm_search, uses_gemm
 from coderag.retrieval.examples import EXAMPLE_FILES, ExampleIndex
+from coderag.retrieval.lexical import DEFAULT_LEXICAL_WEIGHT, HYBRID_DEPTH, LexicalIndex, check_lexical_weight
 from coderag.retrieval.onnx_encoder import ENCODER_BACKENDS, ONNX_BACKENDS, ONNX_FILE, check_backend, export_onnx
 
 if TYPE_CHECKING:
@@ -78,6 +80,12 @@ def _check_texts(snippets: Sequence[str], domains: Sequence[str] | None) -> tupl
     return snippets, domains
 
 
+def _check_k(k: Any) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ConfigError(f"k must be a positive integer, got {k!r}")
+    return int(k)
+
+
 def _train_rows(n: int, spec: IndexSpec, seed: int) -> np.ndarray:
     """The sorted row ids an IVF quantiser is trained on: a seeded sample, the same for the same corpus."""
     size = spec.train_size(n)
@@ -99,6 +107,7 @@ class SchemaIndex:
         created_at: str | None = None,
         source: dict[str, Any] | None = None,
         spec: IndexSpec | None = None,
+        lexical_weight: float = DEFAULT_LEXICAL_WEIGHT,
     ) -> None:
         if faiss_index.ntotal != len(snippets) or len(snippets) != len(domains):
             raise SchemaIndexError(
@@ -122,6 +131,32 @@ class SchemaIndex:
         self._onnx_model: SentenceTransformer | None = None  # exported at save() when set
         # Which path a search takes: auto (GEMM on a flat index for batches of GEMM_MIN_QUERIES+), faiss or gemm.
         self.flat_search = "auto"
+        # How much BM25 over the snippets' identifiers adds to the cosine in search_questions (0: cosine only).
+        self.lexical_weight = check_lexical_weight(lexical_weight)
+        self._lexical: LexicalIndex | None = None  # built from the snippets on first use
+
+    def use_lexical_weight(self, weight: float) -> None:
+        """Rank :meth:`search_questions` results by ``cosine + weight * BM25`` (0: cosine only).
+
+        Args:
+            weight: in [0, 1]; saved in the manifest with the index.
+
+        Raises:
+            ConfigError: not a number in [0, 1].
+
+        Example:
+            >>> index = SchemaIndex.from_vectors(np.eye(2), ["CREATE TABLE a (x INT);", "CREATE TABLE b (y INT);"])
+            >>> index.use_lexical_weight(0.0); index.lexical_weight
+            0.0
+        """
+        self.lexical_weight = check_lexical_weight(weight)
+
+    @property
+    def lexical(self) -> LexicalIndex:
+        """The BM25 index over the snippets (built on first use, never saved: it is derived from them)."""
+        if self._lexical is None:
+            self._lexical = LexicalIndex(self.snippets)
+        return self._lexical
 
     def use_flat_search(self, mode: str) -> None:
         """Search with ``mode``: ``auto``, ``faiss`` or ``gemm`` (see :mod:`coderag.retrieval.exact_search`).
@@ -185,6 +220,7 @@ class SchemaIndex:
         encoder_fingerprint: str | None = None,
         spec: IndexSpec | None = None,
         seed: int = 0,
+        lexical_weight: float = DEFAULT_LEXICAL_WEIGHT,
     ) -> SchemaIndex:
         """Index precomputed embeddings (row i for snippet i); rows are L2-normalized here if they were not.
 
@@ -198,12 +234,14 @@ class SchemaIndex:
             encoder_fingerprint: the encoder's :func:`~coderag.retrieval.encoder.encoder_fingerprint`, if known.
             spec: the index structure (default: exact flat).
             seed: seeds the IVF training sample and k-means.
+            lexical_weight: how much BM25 adds to the cosine in :meth:`search_questions` (0: cosine only).
 
         Returns:
             A new :class:`SchemaIndex`.
 
         Raises:
-            ConfigError: shapes or lengths disagree, a snippet is empty, or a vector holds NaN / inf.
+            ConfigError: shapes or lengths disagree, a snippet is empty, a vector holds NaN / inf, or the
+                lexical weight is outside [0, 1].
             SchemaIndexError: ``snippets`` is empty.
 
         Example:
@@ -224,7 +262,8 @@ class SchemaIndex:
         index = new_faiss_index(spec, vectors.shape[1])
         train_faiss_index(index, vectors[_train_rows(len(vectors), spec, seed)], seed)
         index.add(vectors)
-        return cls(index, snippets, domains, encoder_name, encoder_fingerprint, spec=spec)
+        return cls(index, snippets, domains, encoder_name, encoder_fingerprint, spec=spec,
+                   lexical_weight=lexical_weight)
 
     @classmethod
     def build(
@@ -240,6 +279,7 @@ class SchemaIndex:
         encode_workers: int | None = None,
         seed: int = 0,
         encoder_backend: str = "torch",
+        lexical_weight: float = DEFAULT_LEXICAL_WEIGHT,
     ) -> SchemaIndex:
         """Embed ``snippets`` with ``encoder_model`` and index them; ``encoder_name`` defaults to what the model
         was loaded as.
@@ -262,6 +302,7 @@ class SchemaIndex:
             seed: seeds the IVF training sample and k-means.
             encoder_backend: how questions will be embedded (``torch``, ``onnx``, ``onnx-int8``); an ONNX one
                 is exported into the index directory by :meth:`save`. Snippets are always embedded by torch.
+            lexical_weight: how much BM25 adds to the cosine in :meth:`search_questions` (0: cosine only).
 
         Returns:
             A new :class:`SchemaIndex`.
@@ -275,11 +316,13 @@ class SchemaIndex:
         """
         snippets, domains = _check_texts(snippets, domains)
         check_backend(encoder_backend)
+        check_lexical_weight(lexical_weight)
         name = encoder_name or name_of(encoder_model)
         fingerprint = fingerprint_of(encoder_model)
         if device is None:
             vectors = encode(encoder_model, snippets, batch_size=batch_size, show_progress=show_progress)
-            index = cls.from_vectors(vectors, snippets, domains, name, fingerprint, spec=spec, seed=seed)
+            index = cls.from_vectors(vectors, snippets, domains, name, fingerprint, spec=spec, seed=seed,
+                                     lexical_weight=lexical_weight)
             index.use_encoder_backend(encoder_backend, encoder_model)
             return index
         from coderag.retrieval.ahead_encoder import encode_ahead, iter_encoded_windows
@@ -292,7 +335,7 @@ class SchemaIndex:
             train_faiss_index(index, encode_ahead(encoder_model, [snippets[i] for i in rows], **options), seed)
         for _, vectors in iter_encoded_windows(encoder_model, snippets, **options):
             index.add(vectors)  # (window, dim) unit float32 rows, dropped after the add
-        built = cls(index, snippets, domains, name, fingerprint, spec=spec)
+        built = cls(index, snippets, domains, name, fingerprint, spec=spec, lexical_weight=lexical_weight)
         built.use_encoder_backend(encoder_backend, encoder_model)
         return built
 
@@ -320,8 +363,7 @@ class SchemaIndex:
             >>> index.search(np.array([[0.0, 1.0]]), k=1)[1].tolist()
             [[1]]
         """
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ConfigError(f"k must be a positive integer, got {k!r}")
+        _check_k(k)
         queries = np.asarray(query_vectors)
         if queries.ndim == 1:
             queries = queries[None, :]
@@ -338,6 +380,72 @@ class SchemaIndex:
             return gemm_search(flat_vectors(self.faiss_index), queries, k)
         scores, ids = self.faiss_index.search(queries, k)
         return scores, ids
+
+    def search_questions(self, query_vectors: np.ndarray, questions: Sequence[str],
+                         k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Top-``k`` snippets per question by the hybrid score ``cosine + lexical_weight * BM25``.
+
+        With ``lexical_weight`` 0 this is :meth:`search` (lexical scores all 0). Otherwise the candidates
+        of a question are its :data:`~coderag.retrieval.lexical.HYBRID_DEPTH` best snippets by cosine and
+        its ``HYBRID_DEPTH`` best by BM25 (every snippet when the index holds no more); each candidate's
+        exact cosine is computed from the stored vector, and the best ``k`` by hybrid score are returned.
+
+        Args:
+            query_vectors: unit embeddings of ``questions``, shape (n_queries, dim).
+            questions: the question texts, one per row (BM25 reads them).
+            k: how many snippets per question (clipped to the index size).
+
+        Returns:
+            ``(cosine, lexical, ids)``, arrays of shape (n_queries, min(k, count)), best hybrid score first;
+            ``lexical`` is each snippet's BM25 divided by the question's best, in [0, 1].
+
+        Raises:
+            ConfigError: ``k`` is not a positive integer, or the rows and questions disagree in number.
+            SchemaIndexError: the query dimension differs from the index's.
+
+        Example:
+            >>> index = SchemaIndex.from_vectors(np.eye(2), ["CREATE TABLE singer (age INT);",
+            ...                                             "CREATE TABLE song (title TEXT);"])
+            >>> index.use_lexical_weight(0.5)
+            >>> index.search_questions(np.array([[0.6, 0.8]]), ["ages of singers"], k=1)[2].tolist()
+            [[0]]
+        """
+        queries = np.asarray(query_vectors, dtype=np.float32)
+        if queries.ndim != 2 or queries.shape[0] != len(questions):
+            raise ConfigError(f"{len(questions)} questions for query vectors of shape {queries.shape}: "
+                              "pass one vector row per question")
+        if self.lexical_weight == 0.0 or queries.shape[0] == 0:
+            scores, ids = self.search(queries, k)
+            return scores, np.zeros_like(scores), ids
+        k = min(_check_k(k), self.count)
+        depth = min(self.count, max(int(k), HYBRID_DEPTH))
+        _, dense_ids = self.search(queries, depth)
+        lexical = self.lexical.scores(questions)  # (n_queries, count)
+        if depth < self.count:
+            lexical_ids = np.argpartition(-lexical, depth - 1, axis=1)[:, :depth]
+            candidates = [np.union1d(d[d >= 0], lx) for d, lx in zip(dense_ids, lexical_ids, strict=True)]
+        else:
+            candidates = [np.arange(self.count)] * len(queries)
+        out_cos = np.full((len(queries), k), -1.0, dtype=np.float32)
+        out_lex = np.zeros((len(queries), k), dtype=np.float32)
+        out_ids = np.full((len(queries), k), -1, dtype=np.int64)
+        for row, (query, ids) in enumerate(zip(queries, candidates, strict=True)):
+            cosine = self._vectors_of(ids) @ query
+            fused = cosine + self.lexical_weight * lexical[row, ids]
+            order = np.lexsort((ids, -fused))[:k]  # best first, equal scores by lowest id
+            n = len(order)
+            out_cos[row, :n], out_lex[row, :n], out_ids[row, :n] = cosine[order], lexical[row, ids[order]], ids[order]
+        return out_cos, out_lex, out_ids
+
+    def _vectors_of(self, ids: np.ndarray) -> np.ndarray:
+        """The stored unit vectors of snippets ``ids`` (flat: a view's rows; IVF / HNSW: reconstructed)."""
+        if index_type_of(self.faiss_index) == "flat":
+            return flat_vectors(self.faiss_index)[ids]
+        if index_type_of(self.faiss_index) == "ivf":
+            ivf = faiss.extract_index_ivf(self.faiss_index)
+            if not ivf.direct_map.type:  # no id -> (list, offset) map yet: reconstruct needs one
+                ivf.make_direct_map()
+        return self.faiss_index.reconstruct_batch(np.asarray(ids, dtype=np.int64))
 
     def check_compatible(self, encoder_model: SentenceTransformer, strict: bool = False) -> None:
         """Raise :class:`SchemaIndexError` when ``encoder_model`` cannot query this index.
@@ -401,6 +509,7 @@ class SchemaIndex:
             "faiss_index": type(self.faiss_index).__name__,
             "index_type": self.spec.index_type,
             "index_params": self.spec.params(),
+            "lexical_weight": self.lexical_weight,
             "files": files or {},
             "created_at": self.created_at,
             **({"source": self.source} if self.source is not None else {}),
@@ -534,8 +643,12 @@ class SchemaIndex:
                 f"index file in {root} is a {type(flat).__name__} but its manifest says type {spec.index_type!r}: {_REBUILD}"
             )
         apply_search_params(flat, spec)
+        try:  # written before hybrid search existed: cosine only, as it was evaluated and gated
+            lexical_weight = check_lexical_weight(manifest.get("lexical_weight", 0.0))
+        except ConfigError as exc:
+            raise SchemaIndexError(f"{root / MANIFEST_FILE} has a bad lexical_weight ({exc}): {_REBUILD}") from None
         index = cls(flat, snippets, domains, manifest["encoder"], manifest.get("encoder_fingerprint"),
-                    manifest.get("created_at"), manifest.get("source"), spec=spec)
+                    manifest.get("created_at"), manifest.get("source"), spec=spec, lexical_weight=lexical_weight)
         if examples_entry is not None:
             index.examples = ExampleIndex.read(root, examples_entry)
         if onnx_files:

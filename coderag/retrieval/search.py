@@ -1,4 +1,8 @@
-"""Question -> top-k schema snippets with cosine scores."""
+"""Question -> top-k schema snippets, ranked by cosine + the index's lexical weight x BM25.
+
+See :meth:`coderag.retrieval.index.SchemaIndex.search_questions` and :mod:`coderag.retrieval.lexical`;
+an index with ``lexical_weight`` 0 ranks by cosine alone.
+"""
 
 from __future__ import annotations
 
@@ -20,13 +24,17 @@ MAX_QUESTION_CHARS = 2000
 
 @dataclass(frozen=True)
 class RetrievedSchema:
-    """One retrieved schema snippet: its 1-based rank, row in the index, cosine score, text and domain."""
+    """One retrieved schema snippet: its 1-based rank, row in the index, cosine ``score``, text, domain, its
+    BM25 divided by the question's best (``lexical``, in [0, 1]; 0 when the index ranks by cosine alone) and
+    ``hybrid`` = ``score + lexical_weight * lexical``, the score the ranks follow (best first)."""
 
     rank: int
     snippet_id: int
     score: float
     text: str
     domain: str
+    lexical: float = 0.0
+    hybrid: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -93,11 +101,11 @@ def retrieve_schemas(
     k: int = 5,
     min_score: float | None = None,
 ) -> list[list[RetrievedSchema]]:
-    """For each question, the top-``k`` schema snippets by cosine score, best first.
+    """For each question, the top-``k`` schema snippets, best first (cosine + the index's lexical weight x BM25).
 
-    All questions are validated, then embedded in one batch and searched in one FAISS call. ``k`` is
-    clipped to the index size; results scoring below ``min_score`` are dropped, so a list may be
-    shorter than ``k`` or empty. Raises :class:`QuestionError` for a bad question, :class:`ConfigError`
+    All questions are validated, then embedded in one batch and searched in one call
+    (:meth:`~coderag.retrieval.index.SchemaIndex.search_questions`). ``k`` is clipped to the index size;
+    results whose cosine is below ``min_score`` are dropped, so a list may be shorter than ``k`` or empty. Raises :class:`QuestionError` for a bad question, :class:`ConfigError`
     for a bad ``k``/``min_score`` and :class:`~coderag.errors.SchemaIndexError` when the encoder's
     dimension does not match the index.
 
@@ -129,11 +137,12 @@ def retrieve_schemas(
     index.check_compatible(encoder_model)
     if not texts:
         return []
-    scores, ids = index.search(encode(encoder_model, texts), k)
-    return hits_from_search(index, scores, ids, floor)
+    scores, lexical, ids = index.search_questions(encode(encoder_model, texts), texts, k)
+    return hits_from_search(index, scores, ids, floor, lexical)
 
 
-def hits_from_search(index: SchemaIndex, scores, ids, min_score: float | None = None) -> list[list[RetrievedSchema]]:
+def hits_from_search(index: SchemaIndex, scores, ids, min_score: float | None = None,
+                     lexical=None) -> list[list[RetrievedSchema]]:
     """FAISS search output (``scores``, ``ids``, one row per query) as ranked :class:`RetrievedSchema` lists.
 
     The one conversion from raw search results to hits, shared by :func:`retrieve_schemas` and the
@@ -144,6 +153,7 @@ def hits_from_search(index: SchemaIndex, scores, ids, min_score: float | None = 
         scores: array-like of shape (n_queries, k), best first.
         ids: array-like of snippet ids, same shape.
         min_score: optional cosine floor.
+        lexical: the normalized BM25 of each hit, same shape (default: 0 each).
 
     Returns:
         One list of hits per query.
@@ -155,9 +165,11 @@ def hits_from_search(index: SchemaIndex, scores, ids, min_score: float | None = 
         [(1, 'd2')]
     """
     results: list[list[RetrievedSchema]] = []
-    for row_scores, row_ids in zip(scores.tolist(), ids.tolist(), strict=True):
-        kept = [(s, i) for s, i in zip(row_scores, row_ids, strict=True)
+    lexical_rows = lexical.tolist() if lexical is not None else [[0.0] * len(row) for row in ids.tolist()]
+    for row_scores, row_ids, row_lexical in zip(scores.tolist(), ids.tolist(), lexical_rows, strict=True):
+        kept = [(s, i, lx) for s, i, lx in zip(row_scores, row_ids, row_lexical, strict=True)
                 if i >= 0 and (min_score is None or s >= min_score)]
         results.append([RetrievedSchema(rank=r + 1, snippet_id=i, score=s, text=index.snippets[i],
-                                        domain=index.domains[i]) for r, (s, i) in enumerate(kept)])
+                                        domain=index.domains[i], lexical=lx, hybrid=s + index.lexical_weight * lx)
+                        for r, (s, i, lx) in enumerate(kept)])
     return results
