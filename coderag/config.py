@@ -451,7 +451,8 @@ PIPELINE_PARAMETERS = (
     "encoder", "profile", "epochs", "batch_size", "max_steps", "learning_rate", "cached", "k", "n_eval",
     "max_new_tokens", "n_candidates", "sampling_temperature", "examples", "llm_base_url", "llm_model",
     "benchmark_dir", "n_benchmark", "min_recall_at_5", "min_execution_accuracy",
-    "max_regression", "current_metrics", "shard_size", "index_device", "index_type", "deploy_dir", "promote_repo",
+    "max_regression", "current_metrics", "shard_size", "index_device", "index_type", "lexical_weight", "deploy_dir",
+    "promote_repo",
     "promote_env", "generator_sft_steps", "seed",
 )
 
@@ -502,6 +503,9 @@ class PipelineSettings(_Profiled, CodeRAGSettings):
     index_device: Literal["", "cuda", "cpu"] = Field("", description="embed shards with the tokenise-ahead encoder "
                                                                      "on this device (empty: plain encode)")
     index_type: Literal["flat", "ivf", "hnsw"] = Field("flat", description="FAISS structure of the merged index")
+    lexical_weight: float = Field(DEFAULT_LEXICAL_WEIGHT, ge=0.0, le=1.0,
+                                  description="hybrid retrieval of the index: cosine + this x BM25 over schema "
+                                              "identifiers (0: cosine only); evaluated and served as stored")
     deploy_dir: str = Field("", description="where passing releases are published (local run: runs/deployed)")
     promote_repo: str = Field("", description="GitOps repository to promote into: a git remote URL or a checkout "
                                               "(empty: no promotion)")

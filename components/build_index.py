@@ -32,12 +32,14 @@ def embed_shard(corpus_split: Input[Dataset], model: Input[Model], shard: int, s
 
 @coderag_component()
 def build_index(corpus_split: Input[Dataset], model: Input[Model], shards: Input[List[Artifact]],  # noqa: UP006
-                index_type: str, examples: int, index: Output[Artifact]):
-    """Merge the embedded shards into the schema index (FAISS flat / IVF / HNSW + corpus map + manifest), with
-    the training split's question -> SQL examples beside it when ``examples`` > 0 (the pipeline's setting)."""
+                index_type: str, lexical_weight: float, examples: int, index: Output[Artifact]):
+    """Merge the embedded shards into the schema index (FAISS flat / IVF / HNSW + corpus map + manifest; its
+    hybrid ``lexical_weight`` recorded in the manifest), with the training split's question -> SQL examples
+    beside it when ``examples`` > 0 (the pipeline's setting)."""
     from coderag.pipeline.stages import merge_shards_stage
 
     report = merge_shards_stage(corpus_dir=corpus_split.path, model_dir=model.path,
                                 shard_dirs=[shard.path for shard in shards], index_dir=index.path,
-                                index_type=index_type, with_examples=examples > 0)
+                                index_type=index_type, lexical_weight=lexical_weight,
+                                with_examples=examples > 0)
     index.metadata.update(report)

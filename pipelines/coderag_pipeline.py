@@ -135,6 +135,7 @@ def build_pipeline(image: str = IMAGE, placement: Placement | None = None, profi
         shard_size: int = 50000,
         index_device: str = "",
         index_type: str = "flat",
+        lexical_weight: float = 0.3,
         deploy_dir: str = "",
         promote_repo: str = "",
         promote_env: str = "dev",
@@ -164,7 +165,7 @@ def build_pipeline(image: str = IMAGE, placement: Placement | None = None, profi
                 _resources(embedded, "4", "8Gi", gpu=True, placement=placement)
             index = ops["build-index"](corpus_split=synth.outputs["corpus_split"], model=tune.outputs["model"],
                                        shards=dsl.Collected(embedded.outputs["vectors"]), index_type=index_type,
-                                       examples=examples)
+                                       lexical_weight=lexical_weight, examples=examples)
             _resources(index, "2", "4Gi")
 
             def score_gate_deploy(generator=None):

@@ -133,6 +133,7 @@ def _score(benchmark, s: JobSettings, args: argparse.Namespace) -> int:
 
         encoder_model = load_encoder(s.encoder)
         results = evaluate_modes(benchmark, s.schema_modes(), encoder_model=encoder_model,
+                                 lexical_weight=s.lexical_weight,
                                  generator=make_generator(s), k=s.k, ex_mode=s.ex_mode,
                                  keep_distinct=s.keep_distinct, max_new_tokens=s.max_new_tokens,
                                  n_candidates=s.n_candidates, temperature=s.sampling_temperature,
@@ -172,6 +173,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --db: run every gold query on SQLite and, transpiled, on the server, and report "
                         "where it does not transpile, does not run, or gives another result")
     add_settings_flags(p, JobSettings, ("spider_dir", "questions_file", "corpus", "n_records", "limit", "schemas",
-                                        "ex_mode", "keep_distinct", "encoder", "seed", "db", "transpile",
+                                        "ex_mode", "keep_distinct", "encoder", "lexical_weight", "seed", "db", "transpile",
                                         "eval_fraction", *LLM_FLAGS))
     p.set_defaults(func=_cmd_evaluate)

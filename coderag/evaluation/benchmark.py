@@ -265,19 +265,22 @@ def sql_summary(summary: dict[str, Any]) -> dict[str, Any]:
             "execution_failures": statuses.get("execution_failure", 0)}
 
 
-def _retrieval(benchmark: Benchmark, encoder_model, k: int, show_progress: bool | None, index=None):
+def _retrieval(benchmark: Benchmark, encoder_model, k: int, show_progress: bool | None, index=None,
+               lexical_weight: float | None = None):
     """(ranked schema ids, top scores, retrieval metrics) of every question over all the benchmark's schemas.
 
     ``index`` (a built :class:`~coderag.retrieval.index.SchemaIndex` over exactly the benchmark's schemas,
-    in order) is searched instead of building one.
+    in order) is searched instead of building one; a built one ranks with ``lexical_weight`` (default: the
+    index default, :data:`~coderag.retrieval.lexical.DEFAULT_LEXICAL_WEIGHT`).
     """
     from coderag.evaluation.ranking import retrieval_metrics
     from coderag.retrieval.index import SchemaIndex
     from coderag.retrieval.search import retrieve_schemas
 
     if index is None:
+        weight = {} if lexical_weight is None else {"lexical_weight": lexical_weight}
         index = SchemaIndex.build(encoder_model, benchmark.schemas, domains=benchmark.schema_names,
-                                  show_progress=show_progress)
+                                  show_progress=show_progress, **weight)
     elif list(index.snippets) != list(benchmark.schemas):
         raise ConfigError("the given index does not hold exactly the benchmark's schemas: let evaluation build one")
     depth = min(max(k, 10), index.count)
@@ -597,8 +600,8 @@ def evaluate_benchmark(benchmark: Benchmark, *, generator=None, encoder_model=No
     return BenchmarkResult(rows=rows, summary=summary)
 
 
-def evaluate_modes(benchmark: Benchmark, modes: Sequence[str], *, encoder_model=None, index=None, **kwargs: Any
-                   ) -> dict[str, BenchmarkResult]:
+def evaluate_modes(benchmark: Benchmark, modes: Sequence[str], *, encoder_model=None, index=None,
+                   lexical_weight: float | None = None, **kwargs: Any) -> dict[str, BenchmarkResult]:
     """:func:`evaluate_benchmark` once per schemas mode, sharing one retrieval pass (over ``index`` if given).
 
     Args:
@@ -606,12 +609,13 @@ def evaluate_modes(benchmark: Benchmark, modes: Sequence[str], *, encoder_model=
         modes: schemas modes, e.g. ``["retrieved", "oracle", "none"]``; the first is the primary.
         encoder_model: the retrieval encoder.
         index: a built index over exactly ``benchmark.schemas`` (else one is built).
+        lexical_weight: the hybrid weight of the index built here (default: the index default).
         **kwargs: passed to :func:`evaluate_benchmark`.
 
     Returns:
         Mode -> :class:`BenchmarkResult`, in ``modes`` order.
     """
-    retrieval = _retrieval(benchmark, encoder_model, kwargs.get("k", 3), kwargs.get("show_progress"), index) \
-        if encoder_model is not None else None
+    retrieval = _retrieval(benchmark, encoder_model, kwargs.get("k", 3), kwargs.get("show_progress"), index,
+                           lexical_weight) if encoder_model is not None else None
     return {mode: evaluate_benchmark(benchmark, encoder_model=encoder_model, schemas=mode, retrieval=retrieval,
                                      **kwargs) for mode in modes}

@@ -23,6 +23,7 @@ from typing import Any
 from coderag.atomic_files import write_json_atomic, write_jsonl_atomic
 from coderag.config import CodeRAGSettings
 from coderag.errors import ConfigError, CorpusError
+from coderag.retrieval.lexical import DEFAULT_LEXICAL_WEIGHT, check_lexical_weight
 
 log = logging.getLogger(__name__)
 
@@ -386,7 +387,8 @@ def embed_shard_stage(*, corpus_dir: str | os.PathLike, model_dir: str | os.Path
 
 def merge_shards_stage(*, corpus_dir: str | os.PathLike, model_dir: str | os.PathLike,
                        shard_dirs: list[str | os.PathLike], index_dir: str | os.PathLike,
-                       index_type: str = "flat", seed: int = 0, with_examples: bool = True) -> dict[str, Any]:
+                       index_type: str = "flat", seed: int = 0, with_examples: bool = True,
+                       lexical_weight: float = DEFAULT_LEXICAL_WEIGHT) -> dict[str, Any]:
     """Merge the embedded shards into one index and save it (same vectors and ids as :func:`build_index_stage`),
     with the training split's question -> SQL examples beside it (embedded here with the model) when
     ``with_examples``. Without them the step never loads the encoder: merging needs only the vectors.
@@ -399,10 +401,11 @@ def merge_shards_stage(*, corpus_dir: str | os.PathLike, model_dir: str | os.Pat
         index_type: ``flat``, ``ivf`` or ``hnsw`` (default parameters for the corpus size).
         seed: seeds IVF training.
         with_examples: also embed and store the training split's question -> SQL examples.
+        lexical_weight: the hybrid weight stored in the manifest (0: cosine only).
 
     Returns:
-        ``{"count", "dim", "duplicates_dropped", "shards", "index_type", "examples"}`` (``examples``: how
-        many were stored, 0 without them).
+        ``{"count", "dim", "duplicates_dropped", "shards", "index_type", "lexical_weight", "examples"}``
+        (``examples``: how many were stored, 0 without them).
 
     Example:
         >>> merge_shards_stage(corpus_dir="c", model_dir="m", shard_dirs=["s0", "s1"], index_dir="i")  # doctest: +SKIP
@@ -411,13 +414,15 @@ def merge_shards_stage(*, corpus_dir: str | os.PathLike, model_dir: str | os.Pat
     from coderag.retrieval.shards import merge_shards
 
     schemas = _corpus_schemas(corpus_dir)
+    check_lexical_weight(lexical_weight)  # before any work
     index = merge_shards(shard_dirs, schemas.snippets, schemas.snippet_domains, spec=IndexSpec(index_type),
                          encoder_label=str(model_dir), seed=seed)
+    index.use_lexical_weight(lexical_weight)
     if with_examples:
         index.examples = _training_examples(corpus_dir, model_dir)
     index.save(index_dir)
     return {"count": index.count, "dim": index.dim, "duplicates_dropped": schemas.duplicates_dropped,
-            "shards": len(shard_dirs), "index_type": index.spec.index_type,
+            "shards": len(shard_dirs), "index_type": index.spec.index_type, "lexical_weight": index.lexical_weight,
             "examples": index.examples.count if index.examples is not None else 0}
 
 
@@ -502,7 +507,9 @@ def evaluate_stage(*, corpus_dir: str | os.PathLike, model_dir: str | os.PathLik
     rows: list[dict[str, Any]] = []
     counts = {"parse_failures": 0, "guard_refusals": 0}
     for name, (bench, bench_index) in benchmarks.items():
+        # a benchmark's own index ranks with the candidate index's weight, as the release would serve it
         result = evaluate_modes(bench, ["retrieved"], encoder_model=encoder_model, index=bench_index,
+                                lexical_weight=index.lexical_weight,
                                 generator=generator, k=k, max_new_tokens=max_new_tokens,
                                 show_progress=show_progress, n_candidates=n_candidates,
                                 temperature=sampling_temperature, example_index=index.examples,
