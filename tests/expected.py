@@ -8,19 +8,27 @@ from collections import Counter
 import numpy as np
 
 
-def brute_force_retrieval(model, snippets: list[str], questions: list[str], gold: list[int]) -> dict[str, float]:
-    """Recall@1/5/10 and MRR@10 of each question's gold snippet, by numpy dot products of normalized embeddings.
+def brute_force_retrieval(model, snippets: list[str], questions: list[str], gold: list[int],
+                          lexical_weight: float = 0.0) -> dict[str, float]:
+    """Recall@1/5/10 and MRR@10 of each question's gold snippet, by numpy dot products of normalized embeddings
+    over every snippet (plus ``lexical_weight`` x BM25 of :class:`~coderag.retrieval.lexical.LexicalIndex`, whose
+    own scores test_lexical checks; the fusion, candidates and FAISS search are not used here).
 
     Args:
         model: a sentence-transformers model (its own ``encode``, not CodeRAG's).
         snippets: the indexed texts, in index order.
         questions: the queries.
         gold: per question, the position of its relevant snippet.
+        lexical_weight: the index's hybrid weight (0: cosine only).
     """
     docs = model.encode(snippets, normalize_embeddings=True)
     queries = model.encode(questions, normalize_embeddings=True)
     gold_ids = np.asarray(gold)
     scores = queries @ docs.T
+    if lexical_weight:
+        from coderag.retrieval.lexical import LexicalIndex
+
+        scores = scores + lexical_weight * LexicalIndex(snippets).scores(questions)
     ranks = (scores > scores[np.arange(len(gold_ids)), gold_ids][:, None]).sum(1) + 1
     return {"recall@1": float(np.mean(ranks <= 1)), "recall@5": float(np.mean(ranks <= 5)),
             "recall@10": float(np.mean(ranks <= 10)),
@@ -63,7 +71,8 @@ def held_out_retrieval(corpus_dir, model_dir, index_dir) -> dict[str, float]:
     position = {normalize_schema(s): i for i, s in enumerate(index.snippets)}
     gold = [position[normalize_schema(schema_only(r["sql_context"]))] for r in held_out]
     model = SentenceTransformer(str(model_dir), device="cpu")
-    return brute_force_retrieval(model, index.snippets, [r["sql_prompt"] for r in held_out], gold)
+    return brute_force_retrieval(model, index.snippets, [r["sql_prompt"] for r in held_out], gold,
+                                 index.lexical_weight)
 
 
 def same_rows_on_context(context: str, gold: str, pred: str | None) -> bool:

@@ -51,7 +51,7 @@ def stages(tmp_path_factory):
                                            shard_size=16, device="", vectors=artifact)
     a["shards"] = shard_artifacts
     components.build_index.python_func(corpus_split=a["corpus_split"], model=a["model"], shards=shard_artifacts,
-                                       index_type="flat", examples=2, index=a["index"])
+                                       index_type="flat", lexical_weight=0.3, examples=2, index=a["index"])
     components.evaluate.python_func(
         corpus_split=a["corpus_split"], model=a["model"], index=a["index"], k=2, n_eval=2, max_new_tokens=24,
         n_candidates=2, sampling_temperature=0.7, examples=2,
@@ -128,8 +128,10 @@ def test_build_index_without_examples_stores_none_and_the_same_schemas(stages, t
     root, a = stages
     bare = _artifact(Artifact, tmp_path, "index-without-examples")
     components.build_index.python_func(corpus_split=a["corpus_split"], model=a["model"], shards=a["shards"],
-                                       index_type="flat", examples=0, index=bare)
+                                       index_type="flat", lexical_weight=0.0, examples=0, index=bare)
     index, with_examples = SchemaIndex.load(bare.path), SchemaIndex.load(a["index"].path)
+    assert (index.lexical_weight, with_examples.lexical_weight) == (0.0, 0.3)  # the parameter, in the manifest
+    assert bare.metadata["lexical_weight"] == 0.0 and a["index"].metadata["lexical_weight"] == 0.3
     assert index.examples is None and not (Path(bare.path) / EXAMPLES_FILE).exists()
     assert "examples" not in json.loads((Path(bare.path) / "manifest.json").read_text())
     assert index.snippets == with_examples.snippets and bare.metadata["examples"] == 0

@@ -201,7 +201,7 @@ def component_outputs(container, scratch) -> dict:
     shard = {"corpus_split": corpus_split, "model": model, "shard": 0, "shard_size": 50000, "device": ""}
     embedded = run_in(container, _executor_command(spec, "embed-shard", shard, "/work/embed-shard"), scratch)
     assert embedded.returncode == 0, embedded.stderr[-4000:]
-    arguments = {"corpus_split": corpus_split, "model": model, "index_type": "flat", "examples": 0,
+    arguments = {"corpus_split": corpus_split, "model": model, "index_type": "flat", "lexical_weight": 0.3, "examples": 0,
                  "shards": [dsl.Artifact(name="vectors", uri="/work/embed-shard/vectors")]}
     index = run_in(container, _executor_command(spec, "build-index", arguments, "/work/build-index"), scratch)
     assert index.returncode == 0, index.stderr[-4000:]
@@ -229,7 +229,7 @@ def test_kfp_components_run_in_the_image_from_the_compiled_pipeline(component_ou
     assert (index.count, index.dim) == (len(schemas.snippets), 384)
     metadata = component_outputs["build-index"]["artifacts"]["index"]["artifacts"][0]["metadata"]
     assert metadata == {"count": len(schemas.snippets), "dim": 384, "duplicates_dropped": schemas.duplicates_dropped,
-                        "shards": 1, "index_type": "flat", "examples": 0}
+                        "shards": 1, "index_type": "flat", "lexical_weight": 0.3, "examples": 0}
 
 
 def test_retriever_serves_from_the_image_with_a_read_only_root(container, scratch, component_outputs, encoder_model):

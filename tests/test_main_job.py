@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from expected import brute_force_retrieval
 
 from coderag.cli import main
+from coderag.retrieval.lexical import DEFAULT_LEXICAL_WEIGHT
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -44,8 +46,10 @@ def _brute_force_retrieval(index_dir, encoder_model) -> dict[str, float]:
 
     records = load_corpus("builtin", limit=150, seed=0)
     corpus = dedupe_schemas(records)
+    weight = json.loads((Path(index_dir) / "manifest.json").read_text())["lexical_weight"]
+    assert weight == DEFAULT_LEXICAL_WEIGHT  # the main job ranks as it serves: hybrid at the default weight
     return brute_force_retrieval(encoder_model, corpus.snippets, [r["sql_prompt"] for r in records],
-                                 corpus.record_to_snippet)
+                                 corpus.record_to_snippet, weight)
 
 
 class GoldGenerator:

@@ -133,7 +133,7 @@ def test_retriever_service_answers_with_the_onnx_int8_backend(int8_index_dir, bu
         metrics = scrape_metrics(service.url)
     finally:
         service.stop()
-    expected = built_schema_index.search(encode(encoder_model, questions), 3)[1]
+    expected = built_schema_index.search_questions(encode(encoder_model, questions), questions, 3)[2]
     for reply, ids in zip(replies, expected.tolist()):
         hits = reply["predictions"][0]["results"]
         assert hits[0]["snippet_id"] == ids[0]  # int8 questions find torch's top hit
