@@ -33,7 +33,8 @@ def test_evaluator_corpus_holds_every_unique_snippet(training_records, encoder_m
     evaluator = RetrievalEvaluator(held_out, train)
     assert evaluator.info == {"queries": len(held_out), "corpus": 6}
     metrics = evaluator(encoder_model)
-    assert set(metrics) == {"recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10"}
+    assert set(metrics) == {"recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10", "cosine_recall@1",
+                            "cosine_mrr@10"}
     assert 0.0 <= metrics["recall@1"] <= metrics["recall@5"] <= metrics["recall@10"] == 1.0
 
 
@@ -47,6 +48,7 @@ def test_tiny_finetune_lowers_loss_and_saves_a_reloadable_model(training_records
     assert report["loss_after"] < report["loss_before"]
     assert report["training"]["steps"] == 5 and report["train_size"] == len(pairs)
     assert set(report["before"]) == set(report["after"]) == {"recall@1", "recall@5", "recall@10", "mrr@10",
+                                                             "cosine_recall@1", "cosine_mrr@10",
                                                              "ndcg@10"}
     card = (out / "README.md").read_text()
     assert "Held-out retrieval" in card and str(len(pairs)) in card and "MultipleNegativesRankingLoss" in card

@@ -139,3 +139,21 @@ def test_index_build_cli_records_the_weight_and_refuses_one_out_of_range(tmp_pat
     err = capsys.readouterr().err.strip()
     assert "lexical_weight" in err and "less than or equal to 1" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "other").exists()
+
+
+def test_retrieval_evaluator_reports_the_hybrid_ranking_and_the_encoder_alone(encoder_model):
+    from expected import brute_force_retrieval
+
+    from coderag.corpus import load_corpus
+    from coderag.evaluation.ranking import RetrievalEvaluator
+    from coderag.training.heldout import split_by_domain
+
+    train, held_out = split_by_domain(load_corpus("builtin", limit=120, seed=0), 0.25, 0)
+    evaluator = RetrievalEvaluator(held_out, train)
+    scores = evaluator(encoder_model)
+    args = (encoder_model, evaluator.snippets, evaluator.queries, evaluator.gold)
+    hybrid, cosine = brute_force_retrieval(*args, DEFAULT_LEXICAL_WEIGHT), brute_force_retrieval(*args)
+    assert scores["recall@1"] == pytest.approx(hybrid["recall@1"], abs=1e-3)
+    assert scores["mrr@10"] == pytest.approx(hybrid["mrr@10"], abs=1e-3)
+    assert scores["cosine_recall@1"] == pytest.approx(cosine["recall@1"], abs=1e-3)
+    assert scores["cosine_mrr@10"] == pytest.approx(cosine["mrr@10"], abs=1e-3)
