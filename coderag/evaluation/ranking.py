@@ -124,10 +124,19 @@ class RetrievalEvaluator:
 
         index = SchemaIndex.build(model, self.snippets, domains=self.domains, batch_size=self.batch_size,
                                   show_progress=self.show_progress)
-        scores = evaluate_index(index, model, self.queries, self.gold)
-        out = {key: round(float(scores[key]), 4) for key in METRIC_KEYS}
+        from coderag.retrieval.encoder import encode
+        from coderag.retrieval.search import validate_question
+
+        questions = [validate_question(q) for q in self.queries]
+        vectors = encode(model, questions, batch_size=self.batch_size)  # once for both rankings
+        depth = min(10, index.count)
+
+        def ranking() -> dict[str, float]:
+            ids = index.search_questions(vectors, questions, depth)[2].tolist()
+            return retrieval_metrics([[i for i in row if i >= 0] for row in ids], self.gold)
+
+        out = {key: round(float(value), 4) for key, value in ranking().items() if key in METRIC_KEYS}
         if index.lexical_weight > 0:
             index.use_lexical_weight(0.0)
-            cosine = evaluate_index(index, model, self.queries, self.gold)
-            out.update({f"cosine_{key}": round(float(cosine[key]), 4) for key in COSINE_KEYS})
+            out.update({f"cosine_{key}": round(float(ranking()[key]), 4) for key in COSINE_KEYS})
         return out
