@@ -70,9 +70,10 @@ def _cmd_negatives(args: argparse.Namespace) -> int:
 
 def format_before_after(before: dict[str, float], after: dict[str, float]) -> str:
     """The before/after metric table printed by ``coderag finetune``."""
-    lines = [f"{'metric':<10} {'base':>8} {'tuned':>8} {'change':>8}"]
+    width = max([10, *(len(key) for key in before)])
+    lines = [f"{'metric':<{width}} {'base':>8} {'tuned':>8} {'change':>8}"]
     for key, value in before.items():
-        lines.append(f"{key:<10} {value:>8.4f} {after[key]:>8.4f} {after[key] - value:>+8.4f}")
+        lines.append(f"{key:<{width}} {value:>8.4f} {after[key]:>8.4f} {after[key] - value:>+8.4f}")
     return "\n".join(lines)
 
 
