@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import numbers
 import os
 import shutil
 from collections.abc import Sequence
@@ -80,9 +81,10 @@ def _check_texts(snippets: Sequence[str], domains: Sequence[str] | None) -> tupl
     return snippets, domains
 
 
-def _check_k(k: Any) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ConfigError(f"k must be a positive integer, got {k!r}")
+def check_k(k: Any) -> int:
+    """``k`` as an int if it is a positive integer (numpy integers too, not bools), else :class:`ConfigError`."""
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+        raise ConfigError(f"k must be a positive integer (number of schemas to retrieve), got {k!r}")
     return int(k)
 
 
@@ -363,7 +365,7 @@ class SchemaIndex:
             >>> index.search(np.array([[0.0, 1.0]]), k=1)[1].tolist()
             [[1]]
         """
-        _check_k(k)
+        check_k(k)
         queries = np.asarray(query_vectors)
         if queries.ndim == 1:
             queries = queries[None, :]
@@ -417,11 +419,11 @@ class SchemaIndex:
         if self.lexical_weight == 0.0 or queries.shape[0] == 0:
             scores, ids = self.search(queries, k)
             return scores, np.zeros_like(scores), ids
-        k = min(_check_k(k), self.count)
-        depth = min(self.count, max(int(k), HYBRID_DEPTH))
-        _, dense_ids = self.search(queries, depth)
+        k = min(check_k(k), self.count)
+        depth = min(self.count, max(k, HYBRID_DEPTH))
         lexical = self.lexical.scores(questions)  # (n_queries, count)
         if depth < self.count:
+            _, dense_ids = self.search(queries, depth)
             lexical_ids = np.argpartition(-lexical, depth - 1, axis=1)[:, :depth]
             candidates = [np.union1d(d[d >= 0], lx) for d, lx in zip(dense_ids, lexical_ids, strict=True)]
         else:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from coderag.errors import ConfigError, QuestionError
 from coderag.retrieval.encoder import encode
-from coderag.retrieval.index import SchemaIndex
+from coderag.retrieval.index import SchemaIndex, check_k
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -78,12 +78,6 @@ def validate_question(question: Any, max_chars: int = MAX_QUESTION_CHARS) -> str
     return text
 
 
-def _check_k(k: Any) -> int:
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
-        raise ConfigError(f"k must be a positive integer (number of schemas to retrieve), got {k!r}")
-    return int(k)
-
-
 def _check_min_score(min_score: Any) -> float | None:
     if min_score is None:
         return None
@@ -131,7 +125,7 @@ def retrieve_schemas(
     """
     if isinstance(questions, str):
         raise QuestionError("questions must be a list of strings, not one string: wrap the question in a list")
-    k = _check_k(k)
+    k = check_k(k)
     floor = _check_min_score(min_score)
     texts = [validate_question(q) for q in questions]
     index.check_compatible(encoder_model)
