@@ -32,7 +32,15 @@ DEFAULT_LEXICAL_WEIGHT = 0.3
 # Candidates per question in a hybrid search: this many best by cosine and this many best by BM25.
 HYBRID_DEPTH = 100
 # Words that name no table or column: SQL keywords and types of a CREATE TABLE, and question glue.
-STOP_WORDS = frozenset(["create", "table", "primary", "key", "foreign", "references", "constraint", "unique", "default", "not", "null", "check", "index", "on", "text", "numeric", "integer", "int", "real", "varchar", "char", "nvarchar", "decimal", "float", "double", "bigint", "smallint", "tinyint", "datetime", "date", "time", "timestamp", "boolean", "bool", "blob", "number", "string", "the", "of", "a", "an", "in", "to", "for", "and", "or", "is", "are", "was", "were", "be", "been", "what", "which", "who", "whom", "whose", "how", "many", "much", "with", "by", "each", "all", "from", "that", "this", "these", "those", "as", "do", "does", "did", "have", "has", "had", "their", "its", "it", "there", "any", "some", "list", "give", "show", "find", "return", "tell", "me", "us", "please"])
+STOP_WORDS = frozenset([
+    "create", "table", "primary", "key", "foreign", "references", "constraint", "unique", "default", "not", "null",
+    "check", "index", "on", "text", "numeric", "integer", "int", "real", "varchar", "char", "nvarchar", "decimal",
+    "float", "double", "bigint", "smallint", "tinyint", "datetime", "date", "time", "timestamp", "boolean", "bool",
+    "blob", "number", "string", "the", "of", "a", "an", "in", "to", "for", "and", "or", "is", "are", "was", "were",
+    "be", "been", "what", "which", "who", "whom", "whose", "how", "many", "much", "with", "by", "each", "all",
+    "from", "that", "this", "these", "those", "as", "do", "does", "did", "have", "has", "had", "their", "its",
+    "it", "there", "any", "some", "list", "give", "show", "find", "return", "tell", "me", "us", "please",
+])
 _CAMEL = re.compile(r"([a-z0-9])([A-Z])")
 _WORD = re.compile(r"[a-z0-9]+")
 
