@@ -219,13 +219,9 @@ LEXICAL_WEIGHTS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.7, 1.0)
 
 
 def _metrics(top: list[list[int]], gold: list[int]) -> dict[str, float]:
-    out = {"recall@1": 0.0, "recall@5": 0.0, "recall@10": 0.0, "mrr@10": 0.0}
-    for ranked, g in zip(top, gold, strict=True):
-        rank = ranked.index(g) + 1 if g in ranked else None
-        for k in (1, 5, 10):
-            out[f"recall@{k}"] += rank is not None and rank <= k
-        out["mrr@10"] += 1.0 / rank if rank else 0.0
-    return {k: round(v / len(top), 4) for k, v in out.items()}
+    from coderag.evaluation.ranking import retrieval_metrics
+
+    return {k: round(v, 4) for k, v in retrieval_metrics(top, gold).items() if k != "ndcg@10"}
 
 
 def score(model, split: dict) -> dict:
