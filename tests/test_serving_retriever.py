@@ -208,6 +208,10 @@ def test_unready_retriever_answers_503_with_the_reason(tmp_path):
             ["--index_dir", "/nonexistent/idx", "--max_k", "0"],
             "invalid setting max_k: Input should be greater than or equal to 1",
         ),
+        (
+            ["--index_dir", "/nonexistent/idx", "--lexical_weight", "1.5"],
+            "invalid setting lexical_weight: Input should be less than or equal to 1",
+        ),
     ],
 )
 def test_cli_refuses_bad_configuration_in_one_line(flags, message):
